@@ -1,0 +1,45 @@
+"""The Python API, for scripts and notebooks.
+
+>>> import paralab
+>>> summary = paralab.run("quickstart_offline", ["trainer.max_epochs=2"])
+>>> summary["metrics"]["test/acc"]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def compose(experiment: str, overrides: Sequence[str] = ()):
+    """The validated config an experiment resolves to (nothing is run or written)."""
+    from paralab.platform.config import load
+
+    return load(experiment, list(overrides))
+
+
+def run(
+    experiment: str, overrides: Sequence[str] = (), *, callbacks: list[Any] | None = None
+) -> dict[str, Any]:
+    """Run one experiment; returns its summary (``metrics``, ``run_dir``, ...).
+
+    ``callbacks`` are extra Lightning callbacks for Lightning-based paradigms.
+    """
+    from paralab.platform.runner import execute
+
+    return execute(compose(experiment, overrides), callbacks=callbacks)
+
+
+def resume(run_dir: str | Path, *, callbacks: list[Any] | None = None) -> dict[str, Any]:
+    """Continue an interrupted run from its last checkpoint; returns its summary."""
+    from paralab.platform.runner import resume as resume_run
+
+    return resume_run(run_dir, callbacks=callbacks)
+
+
+def bench(suite: str, overrides: Sequence[str] = (), *, output_dir: str | None = None) -> Path:
+    """Run a benchmark suite; returns the folder with ``comparison.json`` and the runs."""
+    from paralab.benchmarks.suite import run_suite
+
+    return run_suite(suite, list(overrides), output_dir)

@@ -1,0 +1,1 @@
+"""Named benchmark suites (configs/benchmark/*.yaml): which runs to make and how to compare them."""

@@ -1,0 +1,72 @@
+"""Comparison tables: one row per run (name, paradigm, strategy, headline metrics, wall time)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from paralab.benchmarks.suite import Comparison
+from paralab.platform.tracking import summary_of, write_json
+
+
+def rows_of(summaries: list[dict[str, Any]], columns: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for s in summaries:
+        metrics = s.get("metrics", {})
+        rows.append({
+            "name": s.get("run", s["name"]),
+            "paradigm": s["paradigm"],
+            "strategy": s.get("strategy", "-"),
+            "model": s["model"],
+            "dataset": s["dataset"],
+            **{c: metrics.get(c) for c in columns},
+            "wall_time_s": s.get("wall_time_s"),
+            "status": s.get("status"),
+            "run_dir": s.get("run_dir"),
+        })  # fmt: skip
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    head = ["run", "paradigm", "strategy", "model", "dataset", *columns, "wall time (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["name"], r["paradigm"], r["strategy"], r["model"], r["dataset"]]
+        cells += [_fmt(r.get(c)) for c in columns]
+        cells.append(_fmt(r.get("wall_time_s"), 1))
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    return "—" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def write_comparison(
+    folder: Path, suite: str, compare: Comparison, summaries: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Write comparison.json, comparison.md and the plots into ``folder``; print the table."""
+    from paralab.benchmarks.plots import plot_bars, plot_curves
+
+    columns = list(dict.fromkeys([compare.metric, *compare.columns]))
+    rows = rows_of(summaries, columns)
+    payload = {"suite": suite, "metric": compare.metric, "columns": columns, "rows": rows}
+    write_json(folder / "comparison.json", payload)
+    table = markdown_table(rows, columns)
+    (folder / "comparison.md").write_text(f"# {suite}\n\n{table}")
+    plot_bars(rows, compare.metric, folder / "accuracy.png")
+    if compare.curve:
+        plot_curves(rows, compare.curve, compare.curve_x, folder / "curves.png")
+    print(table)
+    return payload
+
+
+def compare_runs(run_dirs: list[str], columns: list[str]) -> str:
+    """A markdown table over existing run folders (``paralab compare``)."""
+    summaries = [summary_of(Path(d)) for d in run_dirs]
+    return markdown_table(rows_of(summaries, columns), columns)
+
+
+def load_comparison(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "comparison.json").read_text())

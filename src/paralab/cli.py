@@ -1,0 +1,140 @@
+"""``paralab run | bench | list | compare | report``. Heavy imports stay inside the commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from paralab.errors import ParalabError
+
+LIST_KINDS = {
+    "models": "model",
+    "datasets": "data",
+    "paradigms": "paradigm",
+    "trainers": "trainer",
+    "experiments": "experiment",
+    "benchmarks": "benchmark",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paralab",
+        description="Train vision models under different learning paradigms and compare them.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="run one experiment from configs/experiment/")
+    run.add_argument("experiment", nargs="?", help="experiment name (see `paralab list experiments`)")
+    run.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. model=vit")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run folder")
+    run.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+    bench = sub.add_parser("bench", help="run a benchmark suite and compare its runs")
+    bench.add_argument("suite", help="suite name (see `paralab list benchmarks`)")
+    bench.add_argument("overrides", nargs="*", help="key=value overrides for every run")
+    bench.add_argument("--output-dir", help="where the suite folder goes (default: runs/bench)")
+
+    lst = sub.add_parser("list", help="list what can be named in a config")
+    lst.add_argument("kind", nargs="?", choices=sorted(LIST_KINDS), help="one kind (default: all)")
+
+    cmp_ = sub.add_parser("compare", help="a comparison table over existing run folders")
+    cmp_.add_argument("run_dirs", nargs="+", help="run folders (each holds summary.json)")
+    cmp_.add_argument("--metric", action="append", help="metric column(s), default test/acc")
+
+    report = sub.add_parser("report", help="an HTML report of a benchmark folder")
+    report.add_argument("bench_dir", help="a folder written by `paralab bench`")
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    if args.resume:
+        if args.experiment or args.overrides:
+            raise ParalabError(
+                "--resume takes only the run folder: it continues with the config saved there"
+            )
+        from paralab.api import resume
+
+        summary = resume(args.resume)
+    else:
+        if not args.experiment:
+            raise ParalabError("name an experiment: paralab run <experiment> (paralab list experiments)")
+        from paralab.api import compose
+
+        config = compose(args.experiment, args.overrides)
+        if args.print_config:
+            import yaml
+
+            print(yaml.safe_dump(config.plain, sort_keys=False), end="")
+            return 0
+        from paralab.platform.runner import execute
+
+        summary = execute(config)
+    from paralab.platform.tracking import is_global_zero
+
+    if is_global_zero():
+        metrics = "  ".join(f"{k}={v:.4f}" for k, v in summary["metrics"].items() if k.startswith("test/"))
+        print(f"{summary['name']}: {metrics}  ({summary['wall_time_s']:.1f} s)")
+        print(summary["run_dir"])
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from paralab.api import bench
+
+    folder = bench(args.suite, args.overrides, output_dir=args.output_dir)
+    print(folder)
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from paralab.platform.config import config_dir, group_options
+
+    kinds = [args.kind] if args.kind else list(LIST_KINDS)
+    for kind in kinds:
+        group = LIST_KINDS[kind]
+        print(f"{kind}:")
+        for name in group_options(group):
+            print(f"  {name:<28} {_first_comment(config_dir() / group / f'{name}.yaml')}")
+    return 0
+
+
+def _first_comment(path) -> str:
+    for line in path.read_text().splitlines():
+        if line.startswith("#") and not line.startswith("# @package"):
+            return line.lstrip("# ").strip()
+        if line.strip() and not line.startswith("#"):
+            break
+    return ""
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from paralab.benchmarks.compare import compare_runs
+
+    print(compare_runs(args.run_dirs, args.metric or ["test/acc"]), end="")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from paralab.benchmarks.report import write_report
+
+    print(write_report(args.bench_dir))
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "bench": _cmd_bench, "list": _cmd_list,
+            "compare": _cmd_compare, "report": _cmd_report}  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ParalabError as error:
+        print(f"paralab: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("paralab: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,214 @@
+"""In-memory image classification data: the one shape every paradigm consumes.
+
+Images are kept as uint8 tensors and normalised per batch, so a dataset costs one byte per pixel
+in every process that holds it (Ray workers included). ``__getitems__`` returns a whole batch in
+one indexing operation; :func:`make_loader` pairs it with a pass-through collate, which keeps the
+data path as cheap as slicing tensors in a plain PyTorch loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from paralab.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Options every dataset takes; a dataset with more options subclasses this."""
+
+    name: str = "digits"
+    root: str | None = None
+    download: bool = False
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    train_limit: int | None = None
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    num_workers: int = 0
+    augment: list[str] = field(default_factory=list)
+
+
+AUGMENTATIONS = ("hflip", "crop")
+
+
+class InMemoryImages(Dataset):
+    """Images (N, C, H, W) uint8 and integer targets; items are normalised float tensors."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        augment: Sequence[str] = (),
+    ) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError("images must be a uint8 tensor of shape (N, C, H, W)")
+        self.images = images
+        self.targets = targets.long()
+        self.mean = mean.view(1, -1, 1, 1)
+        self.std = std.view(1, -1, 1, 1)
+        self.augment = tuple(augment)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images.float() / 255.0 - self.mean) / self.std
+        return augment_batch(x, self.augment) if self.augment else x
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._normalise(self.images[index : index + 1])[0], self.targets[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return self._normalise(self.images[index]), self.targets[index]
+
+    def subset(self, indices: Sequence[int] | torch.Tensor, augment: bool = True) -> InMemoryImages:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return InMemoryImages(
+            self.images[index],
+            self.targets[index],
+            self.mean.flatten(),
+            self.std.flatten(),
+            self.augment if augment else (),
+        )
+
+
+def augment_batch(x: torch.Tensor, ops: Sequence[str]) -> torch.Tensor:
+    """Random horizontal flip and 4-pixel padded crop, drawn per image from torch's global RNG."""
+    n = x.shape[0]
+    if "hflip" in ops:
+        flip = torch.rand(n) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    if "crop" in ops:
+        x = random_crop(x, pad=4)
+    return x
+
+
+def random_crop(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Pad by ``pad`` pixels and crop back to the input size at a random offset per image."""
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, n))
+    rows = (dy.view(-1, 1) + torch.arange(h)).view(n, 1, h, 1)
+    cols = (dx.view(-1, 1) + torch.arange(w)).view(n, 1, 1, w)
+    return padded[torch.arange(n).view(n, 1, 1, 1), torch.arange(c).view(1, c, 1, 1), rows, cols]
+
+
+@dataclass
+class ClassificationData:
+    """A dataset's three splits plus what a model needs to know about its inputs."""
+
+    name: str
+    classes: list[str]
+    train: InMemoryImages
+    val: InMemoryImages
+    test: InMemoryImages
+    task: str = "classification"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return self.train.images.shape[1]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.train.images.shape[-2:])  # type: ignore[return-value]
+
+
+def build_classification_data(
+    name: str,
+    classes: list[str],
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    cfg: DataConfig,
+) -> ClassificationData:
+    """Split a validation set off the training images (seeded) and wrap all splits."""
+    unknown = sorted(set(cfg.augment) - set(AUGMENTATIONS))
+    if unknown:
+        raise ConfigError(
+            f"data.augment: unknown augmentation(s) {unknown}. Choose from {list(AUGMENTATIONS)}"
+        )
+    if not 0.0 <= cfg.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
+    images, targets = train
+    order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(cfg.split_seed))
+    n_val = int(round(cfg.val_fraction * len(targets)))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    if cfg.train_limit is not None:
+        if cfg.train_limit <= 0:
+            raise ConfigError(f"data.train_limit must be positive, got {cfg.train_limit}")
+        train_idx = train_idx[: cfg.train_limit]
+    train_images = images[train_idx]
+    mean, std = channel_stats(train_images)
+    return ClassificationData(
+        name=name,
+        classes=list(classes),
+        train=InMemoryImages(train_images, targets[train_idx], mean, std, cfg.augment),
+        val=InMemoryImages(images[val_idx], targets[val_idx], mean, std),
+        test=InMemoryImages(test[0], test[1], mean, std),
+    )
+
+
+def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units."""
+    x = images.float().div_(255.0).transpose(0, 1).reshape(images.shape[1], -1)
+    return x.mean(1), x.std(1).clamp_min(1e-6)
+
+
+class EpochSeededSampler(Sampler[int]):
+    """A random permutation that depends only on (seed, epoch).
+
+    Lightning calls ``set_epoch`` before every epoch, so a run resumed at epoch k sees exactly
+    the batches an uninterrupted run would have seen.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        yield from torch.randperm(self.size, generator=generator).tolist()
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def pass_through(batch):
+    """Collate for datasets whose ``__getitems__`` already returns a stacked batch."""
+    return batch
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    num_workers: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
+    batched = hasattr(dataset, "__getitems__")
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochSeededSampler(len(dataset), seed) if shuffle else None,
+        num_workers=num_workers,
+        collate_fn=pass_through if batched else None,
+        drop_last=drop_last,
+        persistent_workers=num_workers > 0,
+    )

@@ -1,0 +1,171 @@
+"""config -> (data, paradigm, task) -> run folder.
+
+Everything that can reject the input (config, data on disk, model options, paradigm pairing)
+runs before the run folder is created, so bad input leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from paralab.errors import ParalabError, RunFolderError
+from paralab.platform import tracking
+from paralab.platform.config import ResolvedConfig, load_saved
+from paralab.platform.data import DATASETS, ClassificationData
+from paralab.platform.models import MODELS, Classifier, InputSpec
+from paralab.platform.quiet import quiet
+from paralab.platform.tasks.optim import check_optim
+
+
+@dataclass
+class RunContext:
+    """What a paradigm receives: the validated config, the data, factories and the tracker."""
+
+    config: ResolvedConfig
+    data: ClassificationData
+    run_dir: Path
+    tracker: tracking.Tracker
+    resuming: bool = False
+    callbacks: list[Any] = field(default_factory=list)
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return InputSpec(self.data.in_channels, self.data.image_size, self.data.num_classes)
+
+    def build_model(self, num_classes: int | None = None) -> Classifier:
+        """A freshly initialised registry model for this run's data."""
+        spec = self.input_spec
+        if num_classes is not None:
+            spec = InputSpec(spec.in_channels, spec.image_size, num_classes)
+        return build_model(self.config, spec)
+
+    def build_task(self, model: Classifier | None = None):
+        from paralab.platform.tasks.classification import ClassificationTask
+
+        model = model if model is not None else self.build_model()
+        return ClassificationTask(model, self.data.num_classes, self.config.optim)
+
+    def last_checkpoint(self, name: str = "last.ckpt") -> str | None:
+        """The checkpoint to continue from when resuming, else ``None``."""
+        path = self.tracker.checkpoint_dir / name
+        return str(path) if self.resuming and path.is_file() else None
+
+
+def build_model(config: ResolvedConfig, spec: InputSpec) -> Classifier:
+    return MODELS.get(config.model.name).obj(config.model, spec)
+
+
+def load_data(config: ResolvedConfig) -> ClassificationData:
+    return DATASETS.get(config.data.name).obj(config.data)
+
+
+def seed_everything(seed: int) -> None:
+    from lightning.fabric.utilities.seed import seed_everything as lightning_seed
+
+    lightning_seed(seed, workers=True, verbose=False)
+
+
+def prepare(config: ResolvedConfig):
+    """Load data and build model and paradigm once: every input error surfaces here."""
+    from paralab.strategies import PARADIGMS
+
+    quiet()
+    if config.trainer.num_threads:
+        import torch
+
+        torch.set_num_threads(config.trainer.num_threads)
+    check_optim(config.optim)
+    data = load_data(config)
+    build_model(config, InputSpec(data.in_channels, data.image_size, data.num_classes))
+    paradigm = PARADIGMS.get(config.paradigm.name).obj(config.paradigm)
+    paradigm.check(config, data)
+    return data, paradigm
+
+
+def execute(
+    config: ResolvedConfig,
+    *,
+    run_dir: Path | None = None,
+    callbacks: list[Any] | None = None,
+) -> dict[str, Any]:
+    """Run one config; returns the summary also written to ``summary.json``.
+
+    ``run_dir`` given means resume: the folder exists and its checkpoints are continued.
+    """
+    data, paradigm = prepare(config)
+    resuming = run_dir is not None
+    owner = tracking.is_global_zero()
+    inherited = os.environ.get(tracking.RUN_DIR_ENV)
+    if not owner and inherited:
+        run_dir = Path(inherited)
+    elif run_dir is None:
+        run_dir = tracking.new_run_folder(config.output_dir, config.name)
+    if owner:
+        tracking.write_config(run_dir, config.plain)
+        os.environ[tracking.RUN_DIR_ENV] = str(run_dir)
+    summary = _start_summary(config, paradigm, run_dir, resuming)
+    seed_everything(config.seed)
+    tracker = tracking.Tracker(run_dir, config.plain, config.tracking)
+    ctx = RunContext(config, data, run_dir, tracker, resuming, list(callbacks or []))
+    started = time.perf_counter()
+    try:
+        metrics = paradigm.run(ctx)
+    except ParalabError:
+        tracker.finish("failed")
+        if owner and not resuming:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    except BaseException as error:
+        summary.update(status="interrupted", error=f"{type(error).__name__}: {error}",
+                       wall_time_s=time.perf_counter() - started)  # fmt: skip
+        if owner:
+            tracking.write_json(run_dir / tracking.SUMMARY, summary)
+            print(f"run stopped; continue it with: paralab run --resume {run_dir}", file=sys.stderr)
+        tracker.finish("failed")
+        raise
+    finally:
+        os.environ.pop(tracking.RUN_DIR_ENV, None)
+    summary.update(
+        status="completed",
+        metrics={k: float(v) for k, v in sorted(metrics.items())},
+        wall_time_s=round(time.perf_counter() - started, 3),
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    )
+    tracker.finish("completed")
+    if owner:
+        tracking.write_json(run_dir / tracking.SUMMARY, summary)
+    return summary
+
+
+def _start_summary(config: ResolvedConfig, paradigm, run_dir: Path, resuming: bool) -> dict:
+    return {
+        "name": config.name,
+        "paradigm": config.paradigm.name,
+        "strategy": paradigm.strategy,
+        "model": config.model.name,
+        "dataset": config.data.name,
+        "seed": config.seed,
+        "status": "running",
+        "resumed": resuming,
+        "metrics": {},
+        "wall_time_s": None,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "run_dir": str(run_dir),
+        "versions": tracking.versions(),
+    }
+
+
+def resume(run_dir: str | Path, callbacks: list[Any] | None = None) -> dict[str, Any]:
+    """Continue an interrupted run from its last checkpoint, with its saved config."""
+    path = Path(run_dir).expanduser()
+    if not (path / tracking.CONFIG).is_file():
+        raise RunFolderError(
+            f"--resume {path}: no {tracking.CONFIG} there. Give a folder made by `paralab run`"
+        )
+    return execute(load_saved(path / tracking.CONFIG), run_dir=path, callbacks=callbacks)

@@ -1,0 +1,54 @@
+"""The paradigm interface and its registry.
+
+A paradigm is a class registered with ``@register_paradigm(name, config=...)``. It is built from
+its validated config section; :meth:`Paradigm.check` runs before the run folder exists (so a bad
+pairing leaves nothing on disk) and :meth:`Paradigm.run` trains and returns the final metrics.
+Modules here import heavy libraries (Avalanche, Flower, Ray) inside methods, never at the top,
+so that loading the registry stays cheap.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from paralab.platform.registry import Registry
+
+if TYPE_CHECKING:
+    from paralab.platform.config import ResolvedConfig
+    from paralab.platform.data import ClassificationData
+    from paralab.platform.runner import RunContext
+
+
+@dataclass
+class ParadigmConfig:
+    name: str = "supervised"
+
+
+class Paradigm(ABC):
+    """Receives the run context (config, data, model factory, tracker); returns final metrics.
+
+    The returned dict holds at least ``test/acc`` (the headline every comparison uses).
+    """
+
+    #: The metric a comparison ranks runs by.
+    headline: ClassVar[str] = "test/acc"
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+
+    @property
+    def strategy(self) -> str:
+        """What distinguishes runs of this paradigm in a comparison (a continual or FL strategy)."""
+        return "-"
+
+    def check(self, config: ResolvedConfig, data: ClassificationData) -> None:  # noqa: B027
+        """Raise :class:`~paralab.errors.ConfigError` for an impossible setting. Writes nothing."""
+
+    @abstractmethod
+    def run(self, ctx: RunContext) -> dict[str, float]: ...
+
+
+PARADIGMS: Registry = Registry("paradigm")
+register_paradigm = PARADIGMS.register

@@ -58,8 +58,18 @@ def write_comparison(
     plot_bars(rows, compare.metric, folder / "accuracy.png")
     if compare.curve:
         plot_curves(rows, compare.curve, compare.curve_x, folder / "curves.png")
+    collect_run_plots(folder, rows)
     print(table)
     return payload
+
+
+def collect_run_plots(folder: Path, rows: list[dict[str, Any]]) -> None:
+    """Copy the plots a paradigm drew in each run folder (``*.png``) as ``<run>-<plot>.png``."""
+    import shutil
+
+    for r in rows:
+        for png in sorted(Path(r["run_dir"]).glob("*.png")):
+            shutil.copyfile(png, folder / f"{r['name']}-{png.name}")
 
 
 def compare_runs(run_dirs: list[str], columns: list[str]) -> str:

@@ -37,7 +37,10 @@ def read_curve(run_dir: Path, metric: str, x: str) -> tuple[list[float], list[fl
         return [], []
     xs, ys = [], []
     with path.open() as f:
-        for row in csv.DictReader(f):
+        reader = csv.DictReader(f)
+        if x not in (reader.fieldnames or []):
+            x = "step"
+        for row in reader:
             if row.get(metric) not in (None, "") and row.get(x) not in (None, ""):
                 xs.append(float(row[x]) + (1 if x == "epoch" else 0))
                 ys.append(float(row[metric]))

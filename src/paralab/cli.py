@@ -26,10 +26,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser("run", help="run one experiment from configs/experiment/")
-    run.add_argument("experiment", nargs="?", help="experiment name (see `paralab list experiments`)")
+    run.add_argument(
+        "experiment", nargs="?", help="experiment name (see `paralab list experiments`)"
+    )
     run.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. model=vit")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run folder")
-    run.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    run.add_argument(
+        "--print-config", action="store_true", help="print the resolved config and exit"
+    )
 
     bench = sub.add_parser("bench", help="run a benchmark suite and compare its runs")
     bench.add_argument("suite", help="suite name (see `paralab list benchmarks`)")
@@ -59,7 +63,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         summary = resume(args.resume)
     else:
         if not args.experiment:
-            raise ParalabError("name an experiment: paralab run <experiment> (paralab list experiments)")
+            raise ParalabError(
+                "name an experiment: paralab run <experiment> (paralab list experiments)"
+            )
         from paralab.api import compose
 
         config = compose(args.experiment, args.overrides)
@@ -74,7 +80,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from paralab.platform.tracking import is_global_zero
 
     if is_global_zero():
-        metrics = "  ".join(f"{k}={v:.4f}" for k, v in summary["metrics"].items() if k.startswith("test/"))
+        metrics = "  ".join(
+            f"{k}={v:.4f}" for k, v in summary["metrics"].items() if k.startswith("test/")
+        )
         print(f"{summary['name']}: {metrics}  ({summary['wall_time_s']:.1f} s)")
         print(summary["run_dir"])
     return 0

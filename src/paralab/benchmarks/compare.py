@@ -40,7 +40,9 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
-    return "—" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    return (
+        "—" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    )
 
 
 def write_comparison(

@@ -12,12 +12,17 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import MISSING, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import (
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
 from paralab.errors import ConfigError, UnknownComponentError
 from paralab.platform.registry import Registry
@@ -44,7 +49,6 @@ def compose(experiment: str, overrides: Sequence[str] = ()) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     experiments = group_options("experiment")
     if experiment not in experiments:
@@ -55,11 +59,17 @@ def compose(experiment: str, overrides: Sequence[str] = ()) -> DictConfig:
     for override in overrides:
         if "=" not in override:
             raise ConfigError(f"override {override!r} is not key=value (e.g. trainer.max_epochs=3)")
-    try:
-        with initialize_config_dir(str(config_dir()), version_base="1.3"):
-            cfg = hydra_compose("config", [f"experiment={experiment}", *overrides])
-    except (HydraException, OmegaConfBaseException) as error:
-        raise ConfigError(_explain_hydra_error(error, overrides)) from None
+    overrides = list(overrides)
+    while True:
+        try:
+            with initialize_config_dir(str(config_dir()), version_base="1.3"):
+                cfg = hydra_compose("config", [f"experiment={experiment}", *overrides])
+            break
+        except (HydraException, OmegaConfBaseException) as error:
+            appended = _append_unknown_key(str(error), overrides)
+            if appended is None:
+                raise ConfigError(_explain_hydra_error(str(error), overrides)) from None
+            overrides = appended
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as error:
@@ -67,31 +77,28 @@ def compose(experiment: str, overrides: Sequence[str] = ()) -> DictConfig:
     return OmegaConf.create(resolved)
 
 
-def _explain_hydra_error(error: Exception, overrides: Sequence[str]) -> str:
-    text = str(error).strip().splitlines()[0]
+def _append_unknown_key(message: str, overrides: list[str]) -> list[str] | None:
+    """Turn ``key=v`` for a key the config lacks into ``+key=v``: strict validation then
+    reports it with the valid keys of its (possibly overridden) component."""
+    if "Could not override" not in message:
+        return None
+    for i, override in enumerate(overrides):
+        key = override.split("=", 1)[0]
+        if f"Could not override '{key}'" in message and not key.startswith("+"):
+            return [*overrides[:i], "+" + override, *overrides[i + 1 :]]
+    return None
+
+
+def _explain_hydra_error(message: str, overrides: list[str]) -> str:
     for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if f"'{key}'" in str(error) or f"override '{key}" in str(error):
-            group, _, leaf = key.rpartition(".")
-            if group in {"model", "data", "paradigm"} or not group:
-                break
-            return f"unknown config key {key!r}. {_valid_keys_hint(group, leaf)}"
-        value = override.split("=", 1)[1]
-        if "Could not find" in str(error) and f"'{key}/{value}'" in str(error):
+        key, _, value = override.partition("=")
+        if f"Could not find '{key}/{value}'" in message:
             options = group_options(key)
             return (
                 f"unknown {key} {value!r}{_suggest(value, options)}. "
                 f"Choose one of: {', '.join(options)}"
             )
-    return text
-
-
-def _valid_keys_hint(group: str, leaf: str) -> str:
-    schema = {f.name: f for f in fields(RunConfig)}.get(group)
-    if schema is None or not is_dataclass(schema.default_factory()):  # type: ignore[misc]
-        return ""
-    keys = [f.name for f in fields(schema.default_factory())]  # type: ignore[misc]
-    return f"Valid keys under {group!r}: {', '.join(keys)}{_suggest(leaf, keys)}"
+    return message.strip().splitlines()[0]
 
 
 def _suggest(word: str, choices: Sequence[str]) -> str:
@@ -105,21 +112,39 @@ def validate_section(section: str, values: Any, schema: type) -> Any:
         merged = OmegaConf.merge(OmegaConf.structured(schema), values or {})
         obj = OmegaConf.to_object(merged)
     except ConfigKeyError as error:
-        key = str(getattr(error, "key", "") or "")
-        valid = [f.name for f in fields(schema)]
+        full_key = str(getattr(error, "full_key", "") or getattr(error, "key", ""))
+        parent, _, key = full_key.rpartition(".")
+        valid = [f.name for f in fields(_schema_at(schema, parent))]
+        scope = _join(section, parent)
+        where = f"under {scope!r}" if scope else "at the top level"
         raise ConfigError(
-            f"unknown config key '{section}.{key}'{_suggest(key, valid)}. "
-            f"Valid keys under {section!r}: {', '.join(valid)}"
+            f"unknown config key '{_join(section, full_key)}'{_suggest(key, valid)}. "
+            f"Valid keys {where}: {', '.join(valid)}"
         ) from None
+    except MissingMandatoryValue as error:
+        key = _join(section, str(getattr(error, "full_key", "") or getattr(error, "key", "")))
+        raise ConfigError(f"{key} is required: set {key}=...") from None
     except ValidationError as error:
-        key = getattr(error, "full_key", "") or getattr(error, "key", "")
-        raise ConfigError(f"{section}.{key}: {str(error).splitlines()[0]}") from None
+        key = _join(section, str(getattr(error, "full_key", "") or getattr(error, "key", "")))
+        raise ConfigError(f"{key}: {str(error).splitlines()[0]}") from None
     except OmegaConfBaseException as error:
         raise ConfigError(f"{section}: {str(error).splitlines()[0]}") from None
-    missing = [f.name for f in fields(schema) if getattr(obj, f.name) == "???"]
-    if missing:
-        raise ConfigError(f"{section}.{missing[0]} is required: set {section}.{missing[0]}=...")
     return obj
+
+
+def _schema_at(schema: type, path: str) -> type:
+    """The dataclass that types ``path`` (dot-separated) inside ``schema``."""
+    for part in filter(None, path.split(".")):
+        field_ = {f.name: f for f in fields(schema)}[part]
+        default = field_.default_factory() if field_.default_factory is not MISSING else None
+        if not is_dataclass(default):
+            break
+        schema = type(default)
+    return schema
+
+
+def _join(section: str, key: str) -> str:
+    return ".".join(part for part in (section, key) if part)
 
 
 def validate_component(section: str, values: Any, registry: Registry) -> Any:
@@ -153,7 +178,7 @@ def validate(cfg: DictConfig | dict) -> ResolvedConfig:
 
     plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     plain = dict(plain)
-    run: RunConfig = validate_section("config", {**plain, "model": None, "data": None,
+    run: RunConfig = validate_section("", {**plain, "model": None, "data": None,
                                                  "paradigm": None}, RunConfig)  # fmt: skip
     run.model = validate_component("model", plain.get("model"), MODELS)
     run.data = validate_component("data", plain.get("data"), DATASETS)

@@ -41,9 +41,7 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}
         self._broken: dict[str, str] = {}
 
-    def register(
-        self, name: str, *, config: type | None = None, **meta: Any
-    ) -> Callable[[T], T]:
+    def register(self, name: str, *, config: type | None = None, **meta: Any) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")

@@ -77,13 +77,14 @@ class Tracker:
         if tracking.wandb != "disabled" and is_global_zero():
             from lightning.pytorch.loggers import WandbLogger
 
-            loggers.append(
-                WandbLogger(
-                    project=tracking.project, entity=tracking.entity, name=self.run_dir.name,
-                    save_dir=str(self.run_dir), mode=tracking.wandb, tags=tracking.tags,
-                    config=plain_config, settings=_quiet_wandb_settings(),
-                )  # fmt: skip
-            )
+            wandb_logger = WandbLogger(
+                project=tracking.project, entity=tracking.entity, name=self.run_dir.name,
+                save_dir=str(self.run_dir), mode=tracking.wandb, tags=tracking.tags,
+                config=plain_config, settings=_quiet_wandb_settings(),
+            )  # fmt: skip
+            # Lightning passes anonymous=None, which wandb 0.31 warns about on every run.
+            wandb_logger._wandb_init.pop("anonymous", None)
+            loggers.append(wandb_logger)
         return loggers
 
     @property
@@ -101,7 +102,7 @@ class Tracker:
         if len(self.loggers) > 1:
             import wandb
 
-            wandb.finish(quiet=True)
+            wandb.finish(exit_code=0 if status == "completed" else 1)
 
 
 def _quiet_wandb_settings():

@@ -50,9 +50,15 @@ def build_trainer(
         all_callbacks.append(EpochLine())
     if checkpoints and tracker is not None:
         all_callbacks.append(
-            ModelCheckpoint(dirpath=str(tracker.checkpoint_dir), filename="epoch{epoch:03d}",
-                            auto_insert_metric_name=False, save_last=True, save_top_k=1,
-                            monitor="val/acc", mode="max")  # fmt: skip
+            ModelCheckpoint(
+                dirpath=str(tracker.checkpoint_dir),
+                filename="epoch{epoch:03d}",
+                auto_insert_metric_name=False,
+                save_last=True,
+                save_top_k=1,
+                monitor="val/acc",
+                mode="max",
+            )
         )
     all_callbacks += callbacks or []
     options: dict[str, Any] = dict(

@@ -41,5 +41,6 @@ class Supervised(Paradigm):
             trainer.test(task, make_loader(data.test, dcfg.eval_batch_size, shuffle=False),
                          verbose=False)  # fmt: skip
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-        metrics["epochs"] = float(trainer.current_epoch)
+        metrics.update(epochs=trainer.current_epoch, steps=trainer.global_step,
+                       world_size=trainer.world_size)  # fmt: skip
         return metrics

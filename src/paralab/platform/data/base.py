@@ -142,7 +142,7 @@ def build_classification_data(
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
     images, targets = train
     order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(cfg.split_seed))
-    n_val = int(round(cfg.val_fraction * len(targets)))
+    n_val = round(cfg.val_fraction * len(targets))
     val_idx, train_idx = order[:n_val], order[n_val:]
     if cfg.train_limit is not None:
         if cfg.train_limit <= 0:

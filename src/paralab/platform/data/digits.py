@@ -24,7 +24,7 @@ def digits(cfg: DigitsConfig) -> ClassificationData:
     images = torch.from_numpy(bunch.images * (255.0 / 16.0)).round().to(torch.uint8).unsqueeze(1)
     targets = torch.from_numpy(bunch.target).long()
     order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(1797))
-    n_test = int(round(cfg.test_fraction * len(targets)))
+    n_test = round(cfg.test_fraction * len(targets))
     test, train = order[:n_test], order[n_test:]
     return build_classification_data(
         "digits",

@@ -27,7 +27,8 @@ def _load(path: Path, cfg: ImageFolderConfig, classes: list[str] | None = None):
 
     if not path.is_dir():
         raise DatasetNotFoundError(
-            f"data.path: {path} is not a folder. Give a folder with one sub-folder of images per class"
+            f"data.path: {path} is not a folder. "
+            "Give a folder with one sub-folder of images per class"
         )
     steps = [T.Resize((cfg.image_size, cfg.image_size))]
     if cfg.grayscale:
@@ -53,9 +54,13 @@ def image_folder(cfg: ImageFolderConfig) -> ClassificationData:
         _, test_images, test_targets = _load(Path(cfg.test_path).expanduser(), cfg, classes)
         train = (images, targets)
     else:
-        order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(cfg.split_seed))
-        n_test = int(round(cfg.test_fraction * len(targets)))
+        order = torch.randperm(
+            len(targets), generator=torch.Generator().manual_seed(cfg.split_seed)
+        )
+        n_test = round(cfg.test_fraction * len(targets))
         test_idx, train_idx = order[:n_test], order[n_test:]
         train = (images[train_idx], targets[train_idx])
         test_images, test_targets = images[test_idx], targets[test_idx]
-    return build_classification_data("image_folder", classes, train, (test_images, test_targets), cfg)
+    return build_classification_data(
+        "image_folder", classes, train, (test_images, test_targets), cfg
+    )

@@ -30,7 +30,9 @@ def find_files(
     for folder in candidates:
         found = {}
         for name in names:
-            path = next((folder / (name + s) for s in suffixes if (folder / (name + s)).is_file()), None)
+            path = next(
+                (folder / (name + s) for s in suffixes if (folder / (name + s)).is_file()), None
+            )
             if path is None:
                 break
             found[name] = path

@@ -36,8 +36,13 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def load_idx_dataset(
-    name: str, folder_name: str, classes: list[str], cfg: DataConfig, extra_roots: list[Path],
-    torchvision_class: str, how_to_get: str,
+    name: str,
+    folder_name: str,
+    classes: list[str],
+    cfg: DataConfig,
+    extra_roots: list[Path],
+    torchvision_class: str,
+    how_to_get: str,
 ) -> ClassificationData:
     roots = search_roots(cfg.root)
     candidates = [r / folder_name / "raw" for r in roots] + [r / folder_name for r in roots]
@@ -60,7 +65,11 @@ def load_idx_dataset(
 def fashion_mnist(cfg: DataConfig) -> ClassificationData:
     """Fashion-MNIST: 60k/10k 28x28 grey clothing images, 10 classes."""
     return load_idx_dataset(
-        "fashion_mnist", "FashionMNIST", FASHION_CLASSES, cfg, [DEBIAN_FASHION_MNIST],
+        "fashion_mnist",
+        "FashionMNIST",
+        FASHION_CLASSES,
+        cfg,
+        [DEBIAN_FASHION_MNIST],
         "FashionMNIST",
         "`apt-get install dataset-fashion-mnist` (Debian) or data.download=true",
     )

@@ -43,4 +43,6 @@ class Classifier(nn.Module):
     def reset_head(self, num_classes: int) -> None:
         """Replace the head with a fresh one for ``num_classes`` outputs (same device and dtype)."""
         old = self.head
-        self.head = nn.Linear(self.num_features, num_classes).to(old.weight.device, old.weight.dtype)
+        self.head = nn.Linear(self.num_features, num_classes).to(
+            old.weight.device, old.weight.dtype
+        )

@@ -57,4 +57,7 @@ class ClassificationTask(L.LightningModule):
         scheduler = build_scheduler(optimizer, self.optim, trainer.max_epochs, steps)
         if scheduler is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -17,12 +17,16 @@ def check_optim(cfg: OptimConfig) -> None:
     if cfg.name not in OPTIMIZERS:
         raise ConfigError(f"optim.name={cfg.name!r}: choose one of {', '.join(OPTIMIZERS)}")
     if cfg.scheduler not in SCHEDULERS:
-        raise ConfigError(f"optim.scheduler={cfg.scheduler!r}: choose one of {', '.join(SCHEDULERS)}")
+        raise ConfigError(
+            f"optim.scheduler={cfg.scheduler!r}: choose one of {', '.join(SCHEDULERS)}"
+        )
     if cfg.lr <= 0:
         raise ConfigError(f"optim.lr must be positive, got {cfg.lr}")
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter], cfg: OptimConfig
+) -> torch.optim.Optimizer:
     check_optim(cfg)
     if cfg.name == "sgd":
         return torch.optim.SGD(

@@ -1,0 +1,27 @@
+"""The embedded default end to end: `paralab bench quickstart` on digits."""
+
+import json
+
+from paralab.cli import main
+
+
+def test_quickstart_suite_compares_its_runs(tmp_path, capsys):
+    assert (
+        main(["bench", "quickstart", "--output-dir", str(tmp_path), "trainer.progress_bar=false"])
+        == 0
+    )
+    folder = next((tmp_path / "bench").iterdir())
+    comparison = json.loads((folder / "comparison.json").read_text())
+    rows = {r["name"]: r for r in comparison["rows"]}
+    assert "offline" in rows
+    assert rows["offline"]["paradigm"] == "supervised"
+    assert rows["offline"]["test/acc"] > 0.9
+    assert all(r["status"] == "completed" for r in rows.values())
+    assert (folder / "comparison.md").read_text().count("\n|") >= len(rows) + 1
+    assert (folder / "accuracy.png").stat().st_size > 1000
+    assert (folder / "curves.png").stat().st_size > 1000
+    out = capsys.readouterr().out
+    assert "| offline | supervised |" in out
+    assert out.strip().splitlines()[-1] == str(folder)
+    assert main(["report", str(folder)]) == 0
+    assert "data:image/png;base64" in (folder / "report.html").read_text()

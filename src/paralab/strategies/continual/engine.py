@@ -1,0 +1,185 @@
+"""Everything that builds and drives Avalanche objects: benchmark, strategy, schedule, metrics.
+
+Imported only inside :meth:`Continual.run` (Avalanche's import costs seconds), so this module
+(and :mod:`.fastdata`) may import it at the top.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
+from typing import Any
+
+import avalanche.training.supervised as avl_strategies
+import torch
+from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
+from avalanche.benchmarks.scenarios.task_aware import with_task_labels
+from avalanche.benchmarks.utils.classification_dataset import (
+    _make_taskaware_classification_dataset,
+)
+from avalanche.core import SupervisedPlugin
+from avalanche.evaluation.metrics import accuracy_metrics
+from avalanche.models import MultiTaskModule
+from avalanche.training import plugins as avl_plugins
+from avalanche.training.plugins import EvaluationPlugin
+from avalanche.training.templates import SupervisedTemplate
+from torch import nn
+
+from paralab.platform.schema import OptimConfig
+from paralab.platform.tasks.optim import build_scheduler
+from paralab.strategies.continual.config import ContinualConfig
+from paralab.strategies.continual.fastdata import FastDataMixin, PerItem
+from paralab.strategies.continual.methods import PLUGINS, STRATEGIES
+from paralab.strategies.continual.scenarios import Experience
+
+#: Avalanche warnings a user cannot act on (see shared/STACK.md).
+NOISE = ("No loggers specified", "Call to deprecated", "deprecated")
+
+
+@contextmanager
+def quiet_avalanche() -> Iterator[None]:
+    """Drop Avalanche's per-experience deprecation warnings, pass every other warning on.
+
+    Avalanche's ``@deprecated`` calls ``simplefilter("once")`` itself, which resets the once-
+    registry, so a global filter cannot hold it back; recording around the call can.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        noise = issubclass(w.category, DeprecationWarning | FutureWarning)
+        if not noise and not any(text in str(w.message) for text in NOISE):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+class MultiHead(MultiTaskModule):
+    """A shared backbone with one linear head per task (task-incremental scenario)."""
+
+    def __init__(self, backbone: nn.Module, num_features: int, n_tasks: int, per_task: int):
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleList(nn.Linear(num_features, per_task) for _ in range(n_tasks))
+        self.max_class_label = per_task
+
+    def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
+        return self.heads[int(task_label)](self.backbone(x))
+
+
+class ConfigSchedule(SupervisedPlugin):
+    """The run's ``optim`` schedule, restarted at every experience over its epochs."""
+
+    def __init__(self, cfg: OptimConfig, epochs: int) -> None:
+        super().__init__()
+        self.cfg, self.epochs, self.scheduler = cfg, epochs, None
+
+    def before_training_epoch(self, strategy, **kwargs):
+        if strategy.clock.train_exp_epochs == 0:
+            for group in strategy.optimizer.param_groups:
+                group["lr"] = group["initial_lr"] = self.cfg.lr
+            steps = len(strategy.dataloader)
+            self.scheduler = build_scheduler(strategy.optimizer, self.cfg, self.epochs, steps)
+
+    def after_training_iteration(self, strategy, **kwargs):
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    def after_training_exp(self, strategy, **kwargs):
+        self.scheduler = None  # rebuilt next experience; keeps checkpoints picklable
+
+
+def to_benchmark(stream: list[Experience]):
+    """An Avalanche scenario (train and test streams, task labels, class timeline)."""
+    train = [
+        _make_taskaware_classification_dataset(PerItem(e.train), task_labels=e.task_label)
+        for e in stream
+    ]
+    test = [
+        _make_taskaware_classification_dataset(PerItem(e.test), task_labels=e.task_label)
+        for e in stream
+    ]
+    benchmark = with_classes_timeline(
+        with_task_labels(benchmark_from_datasets(train=train, test=test))
+    )
+    # iCaRL reads the old scenario API; our class-incremental labels are already in class order
+    per_exp = [len(e.classes) for e in stream]
+    legacy = SimpleNamespace(n_classes_per_exp=per_exp, classes_order=list(range(sum(per_exp))))
+    for s in (benchmark.train_stream, benchmark.test_stream):
+        for exp in s:
+            exp.benchmark = legacy
+    return benchmark
+
+
+def build_strategy(
+    cfg: ContinualConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    optim_cfg: OptimConfig,
+    stream: list[Experience],
+    device: torch.device,
+    epochs: int,
+    batch_size: int,
+    eval_batch_size: int,
+    seed: int,
+) -> SupervisedTemplate:
+    """The Avalanche strategy named in ``cfg``, with its plugins, our loaders and schedule."""
+    method = STRATEGIES[cfg.strategy]
+    cls = getattr(avl_strategies, method.avalanche_class)
+    fast = type(
+        f"Fast{cls.__name__}",
+        (FastDataMixin, cls),
+        {
+            "avalanche_class": cls,
+            "loader_seed": seed,
+            "fast_streams": {
+                "train": [(e.train, e.task_label) for e in stream],
+                "test": [(e.test, e.task_label) for e in stream],
+            },
+        },
+    )
+    plugins = [
+        getattr(avl_plugins, PLUGINS[p].avalanche_class)(**PLUGINS[p].options(cfg))
+        for p in cfg.plugins
+    ]
+    plugins.append(ConfigSchedule(optim_cfg, epochs))
+    with quiet_avalanche():
+        evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=[])
+    common: dict[str, Any] = dict(
+        optimizer=optimizer,
+        train_mb_size=batch_size,
+        train_epochs=epochs,
+        eval_mb_size=eval_batch_size,
+        device=device,
+        plugins=plugins,
+        evaluator=evaluator,
+    )
+    criterion = nn.CrossEntropyLoss(label_smoothing=optim_cfg.label_smoothing)
+    if cfg.strategy == "icarl":
+        return fast(
+            feature_extractor=model.backbone, classifier=model.head, **common, **method.options(cfg)
+        )
+    return fast(model=model, criterion=criterion, **common, **method.options(cfg))
+
+
+_EXP_ACC = re.compile(r"^Top1_Acc_Exp/eval_phase/test_stream/Task\d+/Exp(\d+)$")
+
+
+def train(strategy: SupervisedTemplate, experiences) -> None:
+    with quiet_avalanche():
+        strategy.train(experiences)
+
+
+def evaluate(strategy: SupervisedTemplate, test_stream) -> list[float]:
+    """Accuracy on every test experience (Avalanche's experience accuracy metric)."""
+    with quiet_avalanche():
+        strategy.eval(test_stream)
+    found = {}
+    for name, value in strategy.evaluator.get_last_metrics().items():
+        match = _EXP_ACC.match(name)
+        if match:
+            found[int(match.group(1))] = float(value)
+    return [found[j] for j in range(len(test_stream))]

@@ -1,0 +1,161 @@
+"""The continual methods, Mammoth-style: one table of names -> Avalanche strategies and plugins.
+
+Each entry names an Avalanche 0.6 class, the scenarios it supports and how its options come from
+:class:`ContinualConfig`. A new method is one row here; tests loop over the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from paralab.errors import ConfigError
+from paralab.strategies.continual.config import ContinualConfig
+
+ALL = ("class", "task", "domain")
+
+
+@dataclass(frozen=True)
+class Method:
+    """An Avalanche class (strategy in ``avalanche.training.supervised``, or plugin)."""
+
+    avalanche_class: str
+    scenarios: tuple[str, ...]
+    options: Callable[[ContinualConfig], dict[str, Any]]
+    description: str
+
+
+def _none(cfg: ContinualConfig) -> dict[str, Any]:
+    return {}
+
+
+STRATEGIES: dict[str, Method] = {
+    "naive": Method("Naive", ALL, _none, "fine-tuning on each experience: the lower bound"),
+    "joint": Method("JointTraining", ALL, _none, "all experiences at once: the upper bound"),
+    "cumulative": Method("Cumulative", ALL, _none, "retrain on all experiences seen so far"),
+    "replay": Method("Replay", ALL, lambda c: {"mem_size": c.mem_size}, "experience replay"),
+    "ewc": Method(
+        "EWC",
+        ALL,
+        lambda c: {"ewc_lambda": c.ewc_lambda, "mode": "separate"},
+        "elastic weight consolidation",
+    ),
+    "online_ewc": Method(
+        "EWC",
+        ALL,
+        lambda c: {"ewc_lambda": c.ewc_lambda, "mode": "online", "decay_factor": c.ewc_decay},
+        "online EWC (one running importance)",
+    ),
+    "si": Method(
+        "SynapticIntelligence", ALL, lambda c: {"si_lambda": c.si_lambda}, "synaptic intelligence"
+    ),
+    "lwf": Method(
+        "LwF",
+        ALL,
+        lambda c: {"alpha": c.lwf_alpha, "temperature": c.lwf_temperature},
+        "learning without forgetting (distillation)",
+    ),
+    "agem": Method(
+        "AGEM",
+        ALL,
+        lambda c: {"patterns_per_exp": c.patterns_per_exp, "sample_size": c.agem_sample_size},
+        "averaged gradient episodic memory",
+    ),
+    "gem": Method(
+        "GEM",
+        ALL,
+        lambda c: {
+            "patterns_per_exp": c.patterns_per_exp,
+            "memory_strength": c.gem_memory_strength,
+        },
+        "gradient episodic memory (quadprog)",
+    ),
+    "icarl": Method(
+        "ICaRL",
+        ("class",),
+        lambda c: {"memory_size": c.mem_size, "buffer_transform": None, "fixed_memory": True},
+        "iCaRL: exemplars + nearest-mean classifier; new classes per experience",
+    ),
+    "gdumb": Method(
+        "GDumb",
+        ("class", "domain"),
+        lambda c: {"mem_size": c.mem_size},
+        "greedy class-balanced buffer, retrained from scratch",
+    ),
+    "der": Method(
+        "DER",
+        ("class", "domain"),
+        lambda c: {"mem_size": c.mem_size, "alpha": c.der_alpha, "beta": c.der_beta},
+        "dark experience replay (one head: logits are replayed)",
+    ),
+}
+
+PLUGINS: dict[str, Method] = {
+    "replay": Method("ReplayPlugin", ALL, lambda c: {"mem_size": c.mem_size}, "replay buffer"),
+    "ewc": Method("EWCPlugin", ALL, lambda c: {"ewc_lambda": c.ewc_lambda}, "EWC penalty"),
+    "si": Method(
+        "SynapticIntelligencePlugin", ALL, lambda c: {"si_lambda": c.si_lambda}, "SI penalty"
+    ),
+    "lwf": Method(
+        "LwFPlugin",
+        ALL,
+        lambda c: {"alpha": c.lwf_alpha, "temperature": c.lwf_temperature},
+        "LwF distillation",
+    ),
+    "agem": Method(
+        "AGEMPlugin",
+        ALL,
+        lambda c: {
+            "patterns_per_experience": c.patterns_per_exp,
+            "sample_size": c.agem_sample_size,
+        },
+        "A-GEM projection",
+    ),
+    "mas": Method("MASPlugin", ALL, _none, "memory aware synapses"),
+}
+
+#: Which plugin a strategy already contains (naming it again would apply it twice).
+BUILT_IN_PLUGIN = {
+    "replay": "replay",
+    "ewc": "ewc",
+    "online_ewc": "ewc",
+    "si": "si",
+    "lwf": "lwf",
+    "agem": "agem",
+}
+
+
+def check_method(cfg: ContinualConfig) -> None:
+    """Raise :class:`ConfigError` for an unknown name or a strategy/plugin-scenario mismatch."""
+    if cfg.strategy not in STRATEGIES:
+        raise ConfigError(
+            f"paradigm.strategy={cfg.strategy!r}: unknown continual strategy. "
+            f"Choose one of: {', '.join(STRATEGIES)}"
+        )
+    strategy = STRATEGIES[cfg.strategy]
+    if cfg.scenario not in strategy.scenarios:
+        raise ConfigError(
+            f"paradigm.strategy={cfg.strategy} does not support paradigm.scenario={cfg.scenario}: "
+            f"{cfg.strategy} supports {', '.join(strategy.scenarios)}. Pick one of those "
+            f"scenarios, or a strategy that supports {cfg.scenario}: "
+            f"{', '.join(n for n, m in STRATEGIES.items() if cfg.scenario in m.scenarios)}"
+        )
+    if len(set(cfg.plugins)) != len(cfg.plugins):
+        raise ConfigError(f"paradigm.plugins={cfg.plugins}: a plugin is named twice")
+    for name in cfg.plugins:
+        if name not in PLUGINS:
+            raise ConfigError(
+                f"paradigm.plugins: unknown plugin {name!r}. Choose from: {', '.join(PLUGINS)}"
+            )
+        if BUILT_IN_PLUGIN.get(cfg.strategy) == name:
+            raise ConfigError(
+                f"paradigm.plugins: strategy {cfg.strategy} already applies {name}; "
+                f"remove {name!r} from paradigm.plugins (or use strategy=naive plugins=[{name}])"
+            )
+        if cfg.scenario not in PLUGINS[name].scenarios:
+            raise ConfigError(f"paradigm.plugins: {name} does not support scenario {cfg.scenario}")
+    if cfg.strategy in ("icarl", "joint") and cfg.plugins:
+        raise ConfigError(
+            f"paradigm.plugins: strategy {cfg.strategy} takes no plugins; set paradigm.plugins=[]"
+        )

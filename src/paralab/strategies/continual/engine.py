@@ -125,21 +125,29 @@ def build_strategy(
     batch_size: int,
     eval_batch_size: int,
     seed: int,
+    fast_data: bool = True,
 ) -> SupervisedTemplate:
-    """The Avalanche strategy named in ``cfg``, with its plugins, our loaders and schedule."""
+    """The Avalanche strategy named in ``cfg``, with its plugins, our loaders and schedule.
+
+    ``fast_data=False`` keeps Avalanche's own data loaders (to measure what the fast path buys).
+    """
     method = STRATEGIES[cfg.strategy]
     cls = getattr(avl_strategies, method.avalanche_class)
-    fast = type(
-        f"Fast{cls.__name__}",
-        (FastDataMixin, cls),
-        {
-            "avalanche_class": cls,
-            "loader_seed": seed,
-            "fast_streams": {
-                "train": [(e.train, e.task_label) for e in stream],
-                "test": [(e.test, e.task_label) for e in stream],
+    fast = (
+        cls
+        if not fast_data
+        else type(
+            f"Fast{cls.__name__}",
+            (FastDataMixin, cls),
+            {
+                "avalanche_class": cls,
+                "loader_seed": seed,
+                "fast_streams": {
+                    "train": [(e.train, e.task_label) for e in stream],
+                    "test": [(e.test, e.task_label) for e in stream],
+                },
             },
-        },
+        )
     )
     plugins = [
         getattr(avl_plugins, PLUGINS[p].avalanche_class)(**PLUGINS[p].options(cfg))

@@ -65,8 +65,8 @@ class Continual(Paradigm):
         return "+".join([self.cfg.strategy, *self.cfg.plugins])
 
     def check(self, config: ResolvedConfig, data: ClassificationData) -> None:
-        check_method(self.cfg)
         check_scenario(self.cfg, data.num_classes)
+        check_method(self.cfg)
         check_device(config.trainer)
 
     def run(self, ctx: RunContext) -> dict[str, float]:

@@ -1,0 +1,197 @@
+"""Avalanche's overhead: the ``naive`` strategy against a plain PyTorch loop, side by side.
+
+Both train the same model (same initial weights) on the same class-incremental split
+Fashion-MNIST experiences, with the same batches, epochs, optimizer and per-experience
+schedule, then test on every test experience after each one. The ratio of wall times is the
+price of Avalanche (target: at most 1.25). ``stock`` is Avalanche's own data loaders, without
+paralab's batch-fetching fast path, to show which trap the fast path avoids. Run::
+
+    python -m paralab.benchmarks.overhead_continual [--repeats 3] [--train-limit 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from paralab.platform.data.base import InMemoryImages, make_loader
+from paralab.platform.tasks.optim import build_optimizer, build_scheduler
+
+
+def plain_loop(model, stream, optim_cfg, epochs: int, batch: int, eval_batch: int, seed: int):
+    """The reference: the loop anyone would write by hand. Returns (train s, eval s, accs)."""
+    optimizer = build_optimizer(model.parameters(), optim_cfg)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=optim_cfg.label_smoothing)
+    train_s = eval_s = 0.0
+    accs: list[float] = []
+    for i, exp in enumerate(stream):
+        started = time.perf_counter()
+        loader = make_loader(exp.train, batch, shuffle=True, seed=seed * 1009 + i)
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] = optim_cfg.lr
+        scheduler = build_scheduler(optimizer, optim_cfg, epochs, len(loader))
+        model.train()
+        for epoch in range(epochs):
+            loader.sampler.set_epoch(epoch)
+            for x, y in loader:
+                optimizer.zero_grad()
+                criterion(model(x), y).backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+        train_s += time.perf_counter() - started
+        started = time.perf_counter()
+        accs = [accuracy(model, e.test, eval_batch) for e in stream]
+        eval_s += time.perf_counter() - started
+    return train_s, eval_s, accs
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, images: InMemoryImages, batch: int) -> float:
+    model.eval()
+    correct = 0
+    for x, y in make_loader(images, batch, shuffle=False):
+        correct += int((model(x).argmax(1) == y).sum())
+    return correct / len(images)
+
+
+def avalanche_naive(model, stream, config, fast_data: bool):
+    """The same run through paralab's continual engine (Avalanche ``Naive``)."""
+    from paralab.strategies.continual import engine
+
+    cfg = config.paradigm
+    strategy = engine.build_strategy(
+        cfg,
+        model,
+        build_optimizer(model.parameters(), config.optim),
+        optim_cfg=config.optim,
+        stream=stream,
+        device=torch.device("cpu"),
+        epochs=config.trainer.max_epochs,
+        batch_size=config.data.batch_size,
+        eval_batch_size=config.data.eval_batch_size,
+        seed=config.seed,
+        fast_data=fast_data,
+    )
+    benchmark = engine.to_benchmark(stream)
+    train_s = eval_s = 0.0
+    accs: list[float] = []
+    for exp in benchmark.train_stream:
+        started = time.perf_counter()
+        engine.train(strategy, exp)
+        train_s += time.perf_counter() - started
+        started = time.perf_counter()
+        accs = engine.evaluate(strategy, benchmark.test_stream)
+        eval_s += time.perf_counter() - started
+    return train_s, eval_s, accs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--train-limit", type=int, default=5000, help="training images (all: 0)")
+    parser.add_argument("--test-limit", type=int, default=2000, help="test images (all: 0)")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per experience")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--no-stock", action="store_true", help="skip Avalanche's own loaders")
+    parser.add_argument("--output", help="also write the figures to this JSON file")
+    parser.add_argument(
+        "overrides", nargs="*", help="config overrides, e.g. model.channels=[16,32]"
+    )
+    args = parser.parse_args(argv)
+
+    from paralab.platform.config import load
+    from paralab.platform.runner import build_model, prepare
+    from paralab.strategies.continual.scenarios import build_stream
+
+    torch.set_num_threads(args.threads)
+    overrides = [
+        "paradigm=continual",
+        "paradigm.strategy=naive",
+        "tracking.wandb=disabled",
+        f"trainer.max_epochs={args.epochs}",
+        *args.overrides,
+    ]
+    if args.train_limit:
+        overrides.append(f"data.train_limit={args.train_limit}")
+    config = load("fashion_mnist_cnn", overrides)
+    data, _ = prepare(config)
+    test = data.test.subset(range(args.test_limit)) if args.test_limit else data.test
+    stream = build_stream(data.train, test, data.num_classes, "class", 5, 0)
+    runs = {
+        "plain": lambda m: plain_loop(
+            m,
+            stream,
+            config.optim,
+            args.epochs,
+            config.data.batch_size,
+            config.data.eval_batch_size,
+            config.seed,
+        ),
+        "naive": lambda m: avalanche_naive(m, stream, config, fast_data=True),
+    }
+    if not args.no_stock:
+        runs["stock"] = lambda m: avalanche_naive(m, stream, config, fast_data=False)
+    torch.manual_seed(config.seed)  # warm-up (untimed): first-call allocations and kernels
+    plain_loop(
+        build_model(config, _spec(data)),
+        stream[:1],
+        config.optim,
+        1,
+        config.data.batch_size,
+        config.data.eval_batch_size,
+        config.seed,
+    )
+    rows = []
+    print(
+        f"split Fashion-MNIST, 5 x 2 classes, {len(data.train)} train / {len(test)} test "
+        f"images, {args.epochs} epoch(s), batch {config.data.batch_size}, cnn, "
+        f"{args.threads} thread(s)"
+    )
+    for r in range(args.repeats):
+        names = list(runs) if r % 2 == 0 else list(reversed(runs))  # alternate the order
+        timings = {}
+        for name in names:
+            torch.manual_seed(config.seed)
+            timings[name] = runs[name](build_model(config, _spec(data)))
+        row = {"repeat": r}
+        for name, (train_s, eval_s, accs) in timings.items():
+            row[name] = {"train_s": train_s, "eval_s": eval_s, "final_acc": sum(accs) / len(accs)}
+        plain = timings["plain"]
+        for name in runs:
+            if name != "plain":
+                row[f"{name}/plain train"] = timings[name][0] / plain[0]
+                row[f"{name}/plain total"] = sum(timings[name][:2]) / sum(plain[:2])
+        rows.append(row)
+        print(_line(row, runs))
+    summary = {k: statistics.median(row[k] for row in rows) for k in rows[0] if "/" in k}
+    print("median: " + "  ".join(f"{k} {v:.3f}" for k, v in summary.items()))
+    if args.output:
+        Path(args.output).write_text(json.dumps({"rows": rows, "median": summary}, indent=2))
+    return 0
+
+
+def _spec(data):
+    from paralab.platform.models import InputSpec
+
+    return InputSpec(data.in_channels, data.image_size, data.num_classes)
+
+
+def _line(row: dict, runs: dict) -> str:
+    parts = [f"repeat {row['repeat']}:"]
+    for name in runs:
+        t = row[name]
+        parts.append(
+            f"{name} train {t['train_s']:.1f}s eval {t['eval_s']:.1f}s acc {t['final_acc']:.4f} |"
+        )
+    parts += [f"{k} {row[k]:.3f}" for k in row if "/" in k]
+    return " ".join(parts)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

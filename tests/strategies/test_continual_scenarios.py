@@ -1,0 +1,74 @@
+"""Scenario construction: seeded class order, label conventions, task labels, domain shifts."""
+
+import torch
+
+from paralab.platform.config import load
+from paralab.platform.runner import load_data
+from paralab.strategies.continual.scenarios import (
+    build_stream,
+    class_order,
+    pixel_permutations,
+    split_classes,
+)
+
+
+def digits():
+    return load_data(load("quickstart_continual", ["tracking.wandb=disabled"]))
+
+
+def test_class_order_is_a_seeded_permutation():
+    assert class_order(10, 0) == class_order(10, 0)
+    assert sorted(class_order(10, 0)) == list(range(10))
+    assert class_order(10, 0) != class_order(10, 1)
+    assert class_order(10, None) == list(range(10))
+
+
+def test_uneven_splits_give_the_first_experiences_one_class_more():
+    assert split_classes([4, 2, 7, 1, 0, 9, 3], 3) == [[4, 2, 7], [1, 0], [9, 3]]
+
+
+def test_class_incremental_relabels_to_class_order_positions():
+    data = digits()
+    order = class_order(10, 0)
+    stream = build_stream(data.train, data.test, 10, "class", 5, 0)
+    assert [e.classes for e in stream] == [order[i : i + 2] for i in range(0, 10, 2)]
+    assert sum(len(e.train) for e in stream) == len(data.train)
+    for i, exp in enumerate(stream):
+        assert exp.task_label == 0
+        assert sorted(set(exp.train.targets.tolist())) == [2 * i, 2 * i + 1]
+        original = data.test.targets[torch.isin(data.test.targets, torch.tensor(exp.classes))]
+        assert len(exp.test) == len(original)
+        assert torch.equal(exp.test.targets, torch.tensor([order.index(int(t)) for t in original]))
+
+
+def test_task_incremental_has_task_labels_and_local_labels():
+    data = digits()
+    stream = build_stream(data.train, data.test, 10, "task", 5, 3)
+    assert [e.task_label for e in stream] == [0, 1, 2, 3, 4]
+    assert sorted(c for e in stream for c in e.classes) == list(range(10))
+    for exp in stream:
+        assert sorted(set(exp.train.targets.tolist())) == [0, 1]
+        assert sorted(set(exp.test.targets.tolist())) == [0, 1]
+
+
+def test_permuted_domain_keeps_labels_and_permutes_pixels():
+    data = digits()
+    stream = build_stream(data.train, data.test, 10, "domain", 3, 0, "permuted")
+    assert all(e.classes == list(range(10)) for e in stream)
+    assert torch.equal(stream[0].train.images, data.train.images)
+    perm = pixel_permutations(3, 64, 0)[1]
+    assert not torch.equal(perm, torch.arange(64))
+    n = len(data.test)
+    expected = data.test.images.reshape(n, 1, 64)[:, :, perm].reshape(n, 1, 8, 8)
+    assert torch.equal(stream[1].test.images, expected)
+    assert torch.equal(stream[2].test.targets, data.test.targets)
+    assert not torch.equal(stream[1].test.images, stream[2].test.images)
+
+
+def test_rotated_domain_rotates_each_experience_further():
+    data = digits()
+    stream = build_stream(data.train, data.test, 10, "domain", 2, 0, "rotated")
+    assert torch.equal(stream[0].train.images, data.train.images)
+    # experience 1 of 2: 90 degrees counter-clockwise, exact on an 8x8 grid
+    assert torch.equal(stream[1].train.images, torch.rot90(data.train.images, 1, (-2, -1)))
+    assert torch.equal(stream[1].train.targets, data.train.targets)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 import lightning as L
@@ -23,6 +24,29 @@ class RngStateInCheckpoint(Callback):
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         if "paralab_torch_rng" in checkpoint:
             torch.set_rng_state(checkpoint["paralab_torch_rng"])
+
+
+class Throughput(Callback):
+    """Training images per second, timed from each epoch's first batch to its last (no eval)."""
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.seconds = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if batch_idx == 0:
+            self._start = time.perf_counter()
+            self._images = 0
+        self._images += len(batch[1])
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if hasattr(self, "_start"):
+            self.seconds += time.perf_counter() - self._start
+            self.images += self._images
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
 
 
 class EpochLine(Callback):

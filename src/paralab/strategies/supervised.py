@@ -24,13 +24,14 @@ class Supervised(Paradigm):
 
     def run(self, ctx: RunContext) -> dict[str, float]:
         from paralab.platform.data import make_loader
-        from paralab.platform.trainer import build_trainer
+        from paralab.platform.trainer import Throughput, build_trainer
 
         data, dcfg = ctx.data, ctx.config.data
         task = ctx.build_task()
+        throughput = Throughput()
         trainer = build_trainer(
             ctx.config.trainer, ctx.tracker, checkpoints=ctx.config.tracking.checkpoints,
-            callbacks=ctx.callbacks,
+            callbacks=[throughput, *ctx.callbacks],
         )  # fmt: skip
         train = make_loader(data.train, dcfg.batch_size, shuffle=True, seed=ctx.config.seed,
                             num_workers=dcfg.num_workers)  # fmt: skip
@@ -43,4 +44,5 @@ class Supervised(Paradigm):
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         metrics.update(epochs=trainer.current_epoch, steps=trainer.global_step,
                        world_size=trainer.world_size)  # fmt: skip
+        metrics["time/train_images_per_s"] = throughput.images_per_second
         return metrics

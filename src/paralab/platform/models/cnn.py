@@ -13,8 +13,8 @@ from paralab.platform.models.registry import register_model
 
 @dataclass
 class CNNConfig(ModelConfig):
-    channels: list[int] = field(default_factory=lambda: [32, 64])
-    convs_per_stage: int = 2
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    convs_per_stage: int = 1
     dropout: float = 0.2
 
 

@@ -1,0 +1,258 @@
+"""The Flower ClientApp: local training of the platform's model on one client's partition.
+
+Design (measured, see ``benchmarks/overhead_federated.py``): a Ray worker serves thousands of
+client messages, so everything heavy lives in a per-worker cache built on its first message:
+the validated config, the dataset (loaded once per worker, images stay uint8), every client's
+partition as an index array (recomputed from the seed: a few KB), and one registry model. A
+message only copies the global weights into that model and runs a lean loop: forward, the
+classification task's loss (cross-entropy with ``optim.label_smoothing``, as in
+``ClassificationTask``), backward, and the platform's optimizer from ``optim.*``.
+
+Why not a Lightning ``Trainer`` (or the ``ClassificationTask`` itself) per client: a Trainer per
+message adds its set-up, hooks and logging to every client (tens of ms, more than the whole
+training of a client with 60 images), and importing Lightning in a worker costs about 8 s of
+start-up and 280 MB per worker on this machine. The loop is the task's training step without
+that machinery; it uses only ``model(x)`` and the loss, so it works for any registered classifier.
+
+Faults and attacks are drawn from ``(seed, round, client)``, so a resumed run replays them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+_WORKERS: dict[str, WorkerState] = {}
+
+
+class SimulatedFault(RuntimeError):
+    """A crash or dropout injected by ``paradigm.faults`` (not a bug)."""
+
+
+def client_seed(seed: int, rnd: int, cid: int, salt: int = 0) -> int:
+    return (seed * 1_000_003 + rnd * 10_007 + cid * 101 + salt) % (2**31 - 1)
+
+
+def byzantine_clients(num_clients: int, fraction: float, seed: int) -> set[int]:
+    """A fixed, seeded set of ``round(fraction * num_clients)`` clients."""
+    count = round(fraction * num_clients)
+    order = np.random.default_rng(client_seed(seed, 0, 0, salt=17)).permutation(num_clients)
+    return set(order[:count].tolist())
+
+
+@dataclass
+class WorkerState:
+    """What one Ray worker keeps between client messages of one run."""
+
+    config: Any
+    data: Any
+    parts: list[np.ndarray]
+    byzantine: set[int]
+    model: Any
+    criterion: Any
+    device: Any
+    threads: int
+
+
+def client_partitions(config, labels) -> list[np.ndarray]:
+    from paralab.strategies.federated.partition import partition
+
+    cfg = config.paradigm
+    part = cfg.partition
+    seed = config.seed if part.seed is None else part.seed
+    return partition(
+        np.asarray(labels),
+        cfg.num_clients,
+        part.scheme,
+        seed=seed,
+        alpha=part.alpha,
+        shards_per_client=part.shards_per_client,
+    )
+
+
+def worker_state(run_key: str, plain: dict) -> WorkerState:
+    """Build (once per worker and run) the cached config, data, partitions and model."""
+    state = _WORKERS.get(run_key)
+    if state is not None:
+        return state
+    import torch
+
+    from paralab.platform.config import validate
+    from paralab.platform.quiet import quiet
+    from paralab.platform.runner import build_model, load_data
+
+    quiet()
+    _WORKERS.clear()  # one run per worker at a time: free the previous run's data
+    config = validate(plain)
+    res = config.paradigm.client_resources
+    threads = max(1, int(res.num_cpus))
+    torch.set_num_threads(threads)
+    data = load_data(config)
+    device = torch.device("cuda" if res.num_gpus > 0 and torch.cuda.is_available() else "cpu")
+    from paralab.platform.models import InputSpec
+
+    spec = InputSpec(data.in_channels, data.image_size, data.num_classes)
+    model = build_model(config, spec).to(device)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.optim.label_smoothing)
+    cfg = config.paradigm
+    state = WorkerState(
+        config=config,
+        data=data,
+        parts=client_partitions(config, data.train.targets),
+        byzantine=byzantine_clients(cfg.num_clients, cfg.byzantine.fraction, config.seed),
+        model=model,
+        criterion=criterion,
+        device=device,
+        threads=threads,
+    )
+    _WORKERS[run_key] = state
+    return state
+
+
+def load_arrays(model, arrays) -> None:
+    """Copy a Flower ArrayRecord into the model in place (no new modules, no new tensors kept)."""
+    import torch
+
+    with torch.no_grad():
+        for key, value in model.state_dict().items():
+            value.copy_(torch.from_numpy(arrays[key].numpy()))
+
+
+def train_client(state: WorkerState, cid: int, rnd: int, arrays, round_cfg: dict) -> dict:
+    """One client's round of local training; returns the new weights and metrics."""
+    import torch
+
+    from paralab.platform.tasks.optim import build_optimizer
+
+    config, cfg = state.config, state.config.paradigm
+    faults = cfg.faults
+    rng = np.random.default_rng(client_seed(config.seed, rnd, cid, salt=1))
+    dropout, crash, straggle = rng.random(3)
+    if dropout < faults.dropout_fraction:
+        raise SimulatedFault(f"client {cid} dropped out of round {rnd} (simulated)")
+    started = time.perf_counter()
+    if straggle < faults.straggler_fraction:
+        time.sleep(faults.straggler_delay_s)
+    model, criterion = state.model, state.criterion
+    load_arrays(model, arrays)
+    byzantine = cid in state.byzantine
+    mu = float(round_cfg.get("proximal-mu", 0.0))
+    keep_global = mu > 0 or (byzantine and cfg.byzantine.attack != "label_flip")
+    global_params = [p.detach().clone() for p in model.parameters()] if keep_global else None
+    optimizer = build_optimizer(model.parameters(), config.optim)
+    index = torch.from_numpy(state.parts[cid])
+    batch = cfg.batch_size or config.data.batch_size
+    gen = torch.Generator().manual_seed(client_seed(config.seed, rnd, cid, salt=2))
+    torch.manual_seed(client_seed(config.seed, rnd, cid, salt=3))
+    flip = byzantine and cfg.byzantine.attack == "label_flip"
+    num_classes = state.data.num_classes
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for _ in range(cfg.local_epochs):
+        order = index[torch.randperm(len(index), generator=gen)]
+        for start in range(0, len(order), batch):
+            x, y = state.data.train.__getitems__(order[start : start + batch])
+            if flip:
+                y = num_classes - 1 - y
+            x, y = x.to(state.device, non_blocking=True), y.to(state.device, non_blocking=True)
+            logits = model(x)
+            loss = criterion(logits, y)
+            if global_params is not None and mu > 0:
+                prox = sum(
+                    (p - g).pow(2).sum()
+                    for p, g in zip(model.parameters(), global_params, strict=True)
+                )
+                loss = loss + 0.5 * mu * prox
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += float(loss.detach()) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+    if byzantine and not flip:
+        _poison(model, global_params, cfg.byzantine, client_seed(config.seed, rnd, cid, salt=4))
+    if crash < faults.crash_fraction:
+        raise SimulatedFault(f"client {cid} crashed in round {rnd} after training (simulated)")
+    return {
+        "state": model.state_dict(),
+        "metrics": {
+            "num-examples": len(index),
+            "train_loss": total_loss / max(1, seen),
+            "train_acc": correct / max(1, seen),
+            "compute_s": time.perf_counter() - started,
+        },
+    }
+
+
+def _poison(model, global_params, byz, seed: int) -> None:
+    """Sign flip: send ``g - scale * (w - g)``; gaussian: send ``g + N(0, scale^2)``."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p, g in zip(model.parameters(), global_params, strict=True):
+            if byz.attack == "sign_flip":
+                p.copy_(g - byz.scale * (p - g))
+            else:
+                p.copy_(g + byz.scale * torch.randn(p.shape, generator=gen).to(p.device))
+
+
+def evaluate_client(state: WorkerState, cid: int, arrays) -> dict:
+    """The global model on this client's own images (federated evaluation)."""
+    import torch
+
+    model = state.model
+    load_arrays(model, arrays)
+    model.eval()
+    index = torch.from_numpy(state.parts[cid])
+    batch = state.config.data.eval_batch_size
+    loss_sum, correct = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(index), batch):
+            x, y = state.data.train.__getitems__(index[start : start + batch])
+            x, y = x.to(state.device), y.to(state.device)
+            logits = model(x)
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+    n = max(1, len(index))
+    return {"num-examples": len(index), "eval_loss": loss_sum / n, "eval_acc": correct / n}
+
+
+def make_client_app(plain: dict, run_key: str):
+    """A ClientApp whose functions carry only the plain config (a few KB per message)."""
+    from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context) -> Message:
+        state = worker_state(run_key, plain)
+        cid = int(context.node_config["partition-id"])
+        round_cfg = dict(msg.content["config"])
+        out = train_client(
+            state, cid, int(round_cfg["server-round"]), msg.content["arrays"], round_cfg
+        )
+        content = RecordDict(
+            {
+                "arrays": ArrayRecord(out["state"]),
+                "metrics": MetricRecord(out["metrics"]),
+                "client": ConfigRecord({"cid": cid}),
+            }
+        )
+        return Message(content=content, reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context) -> Message:
+        state = worker_state(run_key, plain)
+        cid = int(context.node_config["partition-id"])
+        metrics = evaluate_client(state, cid, msg.content["arrays"])
+        content = RecordDict(
+            {"metrics": MetricRecord(metrics), "client": ConfigRecord({"cid": cid})}
+        )
+        return Message(content=content, reply_to=msg)
+
+    return app

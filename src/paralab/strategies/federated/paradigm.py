@@ -1,0 +1,159 @@
+"""``paradigm=federated``: Flower's ServerApp and ClientApp on Ray workers.
+
+The run: partitions and their class histograms (``client_histograms.png``), a Flower strategy by
+name, the ServerApp's round loop in this process (centralized test accuracy, checkpoints, one line
+per round) and the ClientApps in Ray actors (see :mod:`.client` for what a worker caches).
+``--resume`` reloads the global model and the strategy state from ``checkpoints/last.pt``.
+Callbacks given to ``paralab.run(..., callbacks=[...])`` that define
+``on_round_end(round, metrics)`` are called after every round's checkpoint.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from paralab.platform.runner import RunContext
+from paralab.strategies.federated.config import FederatedConfig, check_config
+from paralab.strategies.registry import Paradigm, register_paradigm
+
+CHECKPOINT = "last.pt"
+
+
+@register_paradigm("federated", config=FederatedConfig)
+class Federated(Paradigm):
+    """Federated learning: clients train on their partitions, a Flower strategy aggregates."""
+
+    @property
+    def strategy(self) -> str:
+        return self.cfg.strategy
+
+    def check(self, config, data) -> None:
+        check_config(self.cfg, len(data.train), data.num_classes)
+
+    def run(self, ctx: RunContext) -> dict[str, float]:
+        import torch
+        from flwr.app import ArrayRecord
+
+        from paralab.strategies.federated import partition as P
+        from paralab.strategies.federated.client import client_partitions, make_client_app
+        from paralab.strategies.federated.server import LoopState, ServerLoop, final_metrics
+        from paralab.strategies.federated.strategies import build_strategy, load_strategy_state
+
+        cfg: FederatedConfig = self.cfg
+        data = ctx.data
+        parts = client_partitions(ctx.config, data.train.targets)
+        counts = P.histograms(data.train.targets.numpy(), parts, data.num_classes)
+        title = f"{data.name}: {cfg.num_clients} clients, {_scheme(cfg)}"
+        P.write_histograms(counts, data.classes, ctx.run_dir, title)
+        model = ctx.build_model().eval()
+        strategy, state = build_strategy(cfg), LoopState()
+        saved = ctx.last_checkpoint(CHECKPOINT)
+        if saved:
+            ckpt = torch.load(saved, map_location="cpu", weights_only=True)
+            model.load_state_dict(ckpt["model"])
+            load_strategy_state(strategy, ckpt["strategy"])
+            state = LoopState(**ckpt["loop"])
+        else:
+            ctx.tracker.log_metrics(P.summarize(counts), step=0)
+        arrays = ArrayRecord(model.state_dict())
+        abort = threading.Event()
+        loop = ServerLoop(
+            ctx, strategy, arrays, state, _evaluator(ctx, model), _saver(ctx, model), abort
+        )
+        run_key = f"{ctx.run_dir}:{time.time_ns()}"
+        client_app = make_client_app(ctx.config.plain, run_key)
+        _simulate(loop, client_app, cfg, abort)
+        return final_metrics(loop.state, cfg.target_acc)
+
+
+def _scheme(cfg: FederatedConfig) -> str:
+    p = cfg.partition
+    extra = {"dirichlet": f"(alpha={p.alpha:g})", "shards": f"({p.shards_per_client} per client)"}
+    return p.scheme + extra.get(p.scheme, "")
+
+
+def _simulate(loop, client_app, cfg: FederatedConfig, abort: threading.Event) -> None:
+    """Run the ServerApp around ``loop``; re-raise whatever the loop raised (even a
+    KeyboardInterrupt, which Flower's server thread would swallow)."""
+    from flwr.serverapp import ServerApp
+
+    from paralab.strategies.federated.simulation import simulate
+
+    server_app = ServerApp()
+    errors: list[BaseException] = []
+
+    @server_app.main()
+    def main(grid, context) -> None:
+        try:
+            loop.run(grid)
+        except BaseException as error:
+            errors.append(error)
+            raise RuntimeError("server loop stopped") from None
+
+    def describe(reason: str) -> None:
+        loop.stopped_at = reason
+
+    try:
+        simulate(server_app, client_app, cfg, abort, describe)
+    except BaseException:
+        if errors:
+            raise errors[0] from None
+        raise
+    if errors:
+        raise errors[0]
+
+
+def _evaluator(ctx: RunContext, model):
+    """Centralized evaluation of the global weights on the test split, in this process."""
+    import torch
+
+    from paralab.strategies.federated.client import load_arrays
+
+    test, batch = ctx.data.test, ctx.config.data.eval_batch_size
+
+    def evaluate(arrays) -> dict[str, float]:
+        load_arrays(model, arrays)
+        model.eval()
+        loss_sum, correct = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, len(test), batch):
+                x, y = test.__getitems__(torch.arange(start, min(start + batch, len(test))))
+                logits = model(x)
+                loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+                correct += int((logits.argmax(1) == y).sum())
+        n = max(1, len(test))
+        return {"test/acc": correct / n, "test/loss": loss_sum / n}
+
+    return evaluate
+
+
+def _saver(ctx: RunContext, model):
+    """After each round: the global model, the strategy state and the loop state, atomically."""
+    import dataclasses
+
+    import torch
+
+    from paralab.strategies.federated.client import load_arrays
+    from paralab.strategies.federated.strategies import strategy_state
+
+    hooks = [c for c in ctx.callbacks if hasattr(c, "on_round_end")]
+
+    def save(arrays, strategy, state) -> None:
+        if ctx.config.tracking.checkpoints:
+            load_arrays(model, arrays)
+            folder = ctx.tracker.checkpoint_dir
+            folder.mkdir(parents=True, exist_ok=True)
+            payload: dict[str, Any] = {
+                "model": {k: v.clone() for k, v in model.state_dict().items()},
+                "strategy": strategy_state(strategy),
+                "loop": dataclasses.asdict(state),
+            }
+            tmp = folder / (CHECKPOINT + ".tmp")
+            torch.save(payload, tmp)
+            tmp.replace(folder / CHECKPOINT)
+        for hook in hooks:
+            hook.on_round_end(state.round, state.history[-1] if state.history else {})
+
+    return save

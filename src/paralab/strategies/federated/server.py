@@ -1,0 +1,240 @@
+"""The ServerApp's round loop: a Flower strategy's configure/aggregate steps, measured per round.
+
+``Strategy.start`` runs all rounds in one call. The loop here makes the same calls in the same
+order (configure_train, send_and_receive, aggregate_train, configure_evaluate, ...), and adds what
+the platform needs between them: the round's metrics (clients succeeded/failed, bytes each way,
+wall time, centralized test accuracy) to the tracker, a checkpoint of the global model and the
+strategy's state after every round, resuming at a given round, seeded client sampling, a
+deadline, and stopping when no client succeeds.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from paralab.errors import ParalabError
+from paralab.strategies.federated.client import client_seed
+
+
+class FederatedRunError(ParalabError):
+    """A federated run that cannot go on: every client failed, or the run hit its timeout."""
+
+
+class OrderedGrid:
+    """The simulation's grid, with node ids listed in partition order (registration order).
+
+    Flower samples with ``random.sample`` over ``get_node_ids()``, a set of random ids; listing
+    them in registration order (= partition id in the simulation engine) and seeding ``random``
+    per round makes client sampling reproducible. Replies are sorted by the partition id the
+    client reports, so aggregation sums in the same order every run.
+    """
+
+    def __init__(self, grid, expected: int, abort, deadline: float) -> None:
+        self._grid = grid
+        nodes = self._ordered()
+        while len(nodes) < expected:  # the engine registers its nodes after the server starts
+            if abort.wait(0.02) or time.monotonic() > deadline:
+                raise FederatedRunError(
+                    f"only {len(nodes)} of {expected} simulated clients came up before the "
+                    "run was stopped"
+                )
+            nodes = self._ordered()
+        self.node_ids = nodes
+        self.index = {node: i for i, node in enumerate(self.node_ids)}
+
+    def _ordered(self) -> list[int]:
+        state = getattr(self._grid, "state", None)  # the in-memory link state keeps insertion order
+        if state is not None and hasattr(state, "get_node_info"):
+            return [n.node_id for n in state.get_node_info()]
+        return sorted(self._grid.get_node_ids())
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.node_ids)
+
+    def send_and_receive(self, messages: list, *, timeout: float, abort) -> list:
+        """Flower's push/pull, polled every 5 ms (Flower: 100 ms) and stopped by ``abort``."""
+        pending = set(self._grid.push_messages(messages))
+        end, replies = time.monotonic() + timeout, []
+        while pending and time.monotonic() < end and not abort.is_set():
+            got = list(self._grid.pull_messages(pending))
+            replies += got
+            pending.difference_update(m.metadata.reply_to_message_id for m in got)
+            if pending:
+                abort.wait(0.005)
+        return replies
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+
+@dataclass
+class LoopState:
+    """What a checkpoint holds besides the model and the strategy state."""
+
+    round: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    failed_streak: int = 0
+    succeeded_total: int = 0
+    failed_total: int = 0
+    bytes_up: float = 0.0
+    bytes_down: float = 0.0
+
+
+def short_reason(reason: str) -> str:
+    text = reason.replace("\\n", "\n").strip().splitlines()
+    lines = [t.strip(" <>'") for t in text if t.strip(" <>'")]
+    return lines[-1][:300] if lines else "unknown error"
+
+
+class ServerLoop:
+    """Runs inside the ServerApp (a thread of this process), so it logs straight to the run."""
+
+    def __init__(self, ctx, strategy, arrays, state: LoopState, evaluate, save, abort) -> None:
+        self.ctx, self.cfg, self.abort = ctx, ctx.config.paradigm, abort
+        self.strategy, self.arrays, self.state = strategy, arrays, state
+        self.evaluate, self.save = evaluate, save
+        self.deadline = time.monotonic() + self.cfg.timeout_s
+        self.first_error: str | None = None
+        self.stopped_at: str = ""
+
+    def _send(self, grid: OrderedGrid, messages: list, phase: str, rnd: int) -> tuple[list, list]:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            self._timeout(rnd, phase)
+        timeout = min(self.cfg.round_timeout_s, left)
+        replies = grid.send_and_receive(messages, timeout=timeout, abort=self.abort)
+        if self.abort.is_set():
+            raise FederatedRunError(f"federated run aborted in round {rnd}: {self.stopped_at}")
+        if time.monotonic() >= self.deadline and len(replies) < len(messages):
+            self._timeout(rnd, phase)
+        ok = [r for r in replies if not r.has_error()]
+        errors = [r for r in replies if r.has_error()]
+        for r in errors:
+            reason = short_reason(r.error.reason)
+            if self.first_error is None and "(simulated)" not in reason:
+                self.first_error = reason
+        ok.sort(key=lambda r: int(r.content["client"]["cid"]))
+        missing = len(messages) - len(replies)
+        return ok, errors + [None] * missing
+
+    def _timeout(self, rnd: int, phase: str) -> None:
+        raise FederatedRunError(
+            f"federated run stopped by its timeout: paradigm.timeout_s={self.cfg.timeout_s:g} s "
+            f"passed in round {rnd} ({phase}) with clients still busy. A client hangs, or the "
+            "run needs longer: raise paradigm.timeout_s"
+        )
+
+    def run(self, grid) -> None:
+        from flwr.app import ConfigRecord
+
+        grid = OrderedGrid(grid, self.cfg.num_clients, self.abort, self.deadline)
+        seed = self.ctx.config.seed
+        start = self.state.round + 1
+        if start == 1 and self.cfg.centralized_eval:
+            self.ctx.tracker.log_metrics(self.evaluate(self.arrays), step=0)
+        for rnd in range(start, self.cfg.rounds + 1):
+            t0 = time.perf_counter()
+            random.seed(client_seed(seed, rnd, 0, salt=5))
+            msgs = list(self.strategy.configure_train(rnd, self.arrays, ConfigRecord(), grid))
+            down = self.arrays.count_bytes() * len(msgs)
+            ok, failed = self._send(grid, msgs, "training", rnd)
+            up = sum(r.content["arrays"].count_bytes() for r in ok)
+            compute = sum(float(r.content["metrics"].get("compute_s", 0.0)) for r in ok)
+            new_arrays, train_metrics = self.strategy.aggregate_train(rnd, ok)
+            if new_arrays is not None:
+                self.arrays = new_arrays
+            train_s = time.perf_counter() - t0
+            metrics: dict[str, float] = {
+                "clients/sampled": len(msgs),
+                "clients/succeeded": len(ok),
+                "clients/failed": len(failed),
+                "time/train_s": train_s,
+                "time/client_compute_s": compute,
+            }
+            metrics.update(
+                {
+                    f"train/{k.removeprefix('train_')}": float(v)
+                    for k, v in (train_metrics or {}).items()
+                    if k != "compute_s"
+                }
+            )
+            if self.cfg.fraction_evaluate > 0:
+                random.seed(client_seed(seed, rnd, 0, salt=6))
+                emsgs = list(
+                    self.strategy.configure_evaluate(rnd, self.arrays, ConfigRecord(), grid)
+                )
+                down += self.arrays.count_bytes() * len(emsgs)
+                eok, _ = self._send(grid, emsgs, "evaluation", rnd)
+                agg = self.strategy.aggregate_evaluate(rnd, eok) or {}
+                metrics.update({f"fed/{k}": float(v) for k, v in agg.items()})
+            if self.cfg.centralized_eval:
+                metrics.update(self.evaluate(self.arrays))
+            metrics.update(
+                {
+                    "bytes/down": float(down),
+                    "bytes/up": float(up),
+                    "time/round_s": time.perf_counter() - t0,
+                }
+            )
+            self._end_round(rnd, metrics, len(ok), len(failed))
+
+    def _end_round(self, rnd: int, metrics: dict[str, float], ok: int, failed: int) -> None:
+        s = self.state
+        s.round, s.succeeded_total, s.failed_total = (
+            rnd,
+            s.succeeded_total + ok,
+            s.failed_total + failed,
+        )
+        s.bytes_up += metrics["bytes/up"]
+        s.bytes_down += metrics["bytes/down"]
+        s.failed_streak = 0 if ok else s.failed_streak + 1
+        s.history.append({k: v for k, v in metrics.items() if k.startswith(("test/", "time/"))})
+        self.ctx.tracker.log_metrics(metrics, step=rnd)
+        self.save(self.arrays, self.strategy, s)
+        shown = "  ".join(
+            f"{k}={metrics[k]:.4f}" for k in ("test/acc", "test/loss") if k in metrics
+        )
+        print(
+            f"round {rnd}/{self.cfg.rounds}  {shown}  clients ok={ok} failed={failed}  "
+            f"{metrics['time/round_s']:.2f}s",
+            file=sys.stderr,
+            flush=True,
+        )
+        no_success = s.succeeded_total == 0 and rnd == self.cfg.rounds
+        if s.failed_streak >= self.cfg.abort_after_failed_rounds or no_success:
+            why = f" First client error: {self.first_error}" if self.first_error else ""
+            raise FederatedRunError(
+                f"every client failed in {s.failed_streak} round(s) in a row (round {rnd}); "
+                f"the federated run cannot go on.{why} Check paradigm.faults, "
+                "paradigm.client_resources and the client errors above"
+            )
+
+
+def final_metrics(state: LoopState, target: float) -> dict[str, float]:
+    """The run's summary metrics: the last round's, best accuracy, rounds to the target."""
+    history = state.history
+    last = history[-1] if history else {}
+    out = {k: v for k, v in last.items() if k.startswith("test/")}
+    accs = [h.get("test/acc") for h in history]
+    if any(a is not None for a in accs):
+        out["test/best_acc"] = max(a for a in accs if a is not None)
+        reached = [i + 1 for i, a in enumerate(accs) if a is not None and a >= target]
+        if reached:
+            out[f"rounds_to_{target:g}"] = float(reached[0])
+    warm = [h["time/round_s"] for h in history[1:] if "time/round_s" in h]
+    if warm:
+        out["time/round_mean_s"] = sum(warm) / len(warm)
+    out.update(
+        {
+            "rounds": float(state.round),
+            "clients/succeeded_total": float(state.succeeded_total),
+            "clients/failed_total": float(state.failed_total),
+            "bytes/up_total": state.bytes_up,
+            "bytes/down_total": state.bytes_down,
+        }
+    )
+    return out

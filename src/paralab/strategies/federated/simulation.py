@@ -1,0 +1,150 @@
+"""Ray for one federated run: a local instance started and stopped by the run, or an existing
+cluster (``paradigm.ray_address`` or ``$RAY_ADDRESS``, passed alone: adding ``num_cpus`` to an
+address raises and can hang). Flower's simulation engine then runs the ServerApp in a thread of
+this process and the ClientApps in Ray actors. Whatever happens, Ray is shut down afterwards, so
+a run leaves no process behind, and a watchdog stops a run that outlives its timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from paralab.errors import ConfigError
+from paralab.platform.quiet import QUIET_ENV
+from paralab.strategies.federated.server import FederatedRunError
+
+GRACE_S = 20.0  # after the deadline, how long the server gets to stop before Ray is torn down
+
+
+def quiet_flower() -> None:
+    """Flower logs ~50 INFO lines and a deprecation banner per run, and a traceback per failed
+    client; the round loop reports all of that itself (one line per round, errors by reason)."""
+    logging.getLogger("flwr").setLevel(logging.CRITICAL)
+    for name in ("ray", "ray.data", "ray.tune", "ray.rllib", "ray.serve", "ray.train"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def ray_address(cfg) -> str | None:
+    return cfg.ray_address or os.environ.get("RAY_ADDRESS") or None
+
+
+def start_ray(cfg) -> bool:
+    """Connect to the configured cluster or start a local one. Returns True if it is local."""
+    import ray
+
+    env = {k: v for k, v in QUIET_ENV.items() if k != "WANDB_SILENT"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    common: dict[str, Any] = dict(
+        logging_level=logging.ERROR, log_to_driver=False, runtime_env={"env_vars": env}
+    )
+    address = ray_address(cfg)
+    if ray.is_initialized():
+        ray.shutdown()
+    if address:
+        os.environ.pop("RAY_ADDRESS", None)  # passed explicitly; avoids a second lookup
+        try:
+            ray.init(address=address, **common)
+        except Exception as error:
+            raise ConfigError(
+                f"paradigm.ray_address={address!r}: cannot connect to a Ray cluster there "
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
+                "Start one with `ray start --head` and pass its address, or unset it"
+            ) from None
+        return False
+    ray.init(num_cpus=cfg.ray_num_cpus or os.cpu_count(), include_dashboard=False, **common)
+    return True
+
+
+def check_fits(cfg) -> int:
+    """Fail early when no Ray node can host one client. Returns how many run at once."""
+    import ray
+
+    res = cfg.client_resources
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    fits = sum(
+        min(
+            int(n.get("CPU", 0) // res.num_cpus),
+            int(n.get("GPU", 0) // res.num_gpus) if res.num_gpus else 10**9,
+        )
+        for n in nodes
+    )
+    if fits < 1:
+        gpus = sum(n.get("GPU", 0) for n in nodes)
+        cpus = max((n.get("CPU", 0) for n in nodes), default=0)
+        raise ConfigError(
+            f"paradigm.client_resources (num_cpus={res.num_cpus}, num_gpus={res.num_gpus}) "
+            f"fits on no Ray node (largest node: {cpus:g} CPUs; cluster GPUs: {gpus:g}). "
+            "Lower client_resources or add nodes"
+        )
+    return fits
+
+
+def simulate(
+    server_app, client_app, cfg, abort: threading.Event, describe_abort: Callable[[str], None]
+) -> None:
+    """Run the apps on Ray; raise what the ServerApp raised; always shut Ray down."""
+    from flwr.simulation import run_simulation
+
+    quiet_flower()
+    start_ray(cfg)
+    done = threading.Event()
+
+    def watchdog() -> None:
+        if done.wait(cfg.timeout_s + GRACE_S):
+            return
+        describe_abort(f"paradigm.timeout_s={cfg.timeout_s:g} s passed and the server did not stop")
+        abort.set()
+        if not done.wait(GRACE_S):
+            stop_ray(wait_s=2.0)  # unblocks engine threads waiting on hung actors
+
+    guard = threading.Thread(target=watchdog, name="paralab-fl-watchdog", daemon=True)
+    try:
+        check_fits(cfg)
+        guard.start()
+        res = cfg.client_resources
+        backend = {
+            "client_resources": {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus},
+            "init_args": {"logging_level": logging.ERROR, "log_to_driver": False},
+        }
+        try:
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=cfg.num_clients,
+                backend_config=backend,
+            )
+        except (FederatedRunError, ConfigError):
+            raise
+        except Exception as error:
+            cause = error.__cause__ or error
+            describe_abort(f"the simulation engine failed: {cause}")
+            abort.set()
+            raise FederatedRunError(
+                f"the Flower simulation engine failed: {type(cause).__name__}: {cause}"
+            ) from error
+    finally:
+        abort.set()
+        done.set()
+        stop_ray()
+
+
+def stop_ray(wait_s: float = 10.0) -> None:
+    """``ray.shutdown()``, then wait for the processes this run started (a local Ray's raylet,
+    GCS and workers are children of this process) and kill any that linger."""
+    import psutil
+    import ray
+
+    children = psutil.Process().children(recursive=True)
+    if ray.is_initialized():
+        ray.shutdown()
+    _, alive = psutil.wait_procs(children, timeout=wait_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=2)

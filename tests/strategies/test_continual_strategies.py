@@ -8,6 +8,7 @@ import pytest
 from paralab.platform.config import load
 from paralab.platform.runner import execute
 from paralab.strategies.continual.methods import STRATEGIES
+from paralab.strategies.continual.metrics import continual_metrics
 
 SHORT = [
     "trainer.max_epochs=1",
@@ -49,8 +50,10 @@ def test_every_strategy_learns_a_short_stream(name, out_dir):
         assert metrics["test/acc"] > 0.5  # all ten digits at once
     else:
         matrix = check_run_folder(summary, 3, 3)
-        assert -1.0 <= metrics["bwt"] <= 1.0 and -1.0 <= metrics["forgetting"] <= 1.0
-        assert matrix[-1][-1] > 0.5  # the experience just learned is learned
+        expected = continual_metrics(matrix)
+        assert metrics["forgetting"] == pytest.approx(expected["forgetting"])
+        assert metrics["bwt"] == pytest.approx(expected["bwt"])
+        assert metrics["test/acc"] > 0.2  # twice chance (10 classes) at the end of the stream
         assert sum(metrics[f"train_time_s/exp{i}"] for i in range(3)) == pytest.approx(
             metrics["train_time_s"]
         )
@@ -77,6 +80,6 @@ def test_naive_forgets_in_class_incremental_and_replay_remembers(out_dir):
 def test_scenarios_and_plugin_combinations_run(overrides, out_dir):
     summary = run(out_dir, *overrides, "paradigm.n_experiences=2")
     matrix = check_run_folder(summary, 2, 2)
-    assert matrix[-1][-1] > 0.5
+    assert summary["metrics"]["test/acc"] > 0.3  # chance: 0.1 (class, domain), 0.2 (task)
     if "paradigm.scenario=task" in overrides:
-        assert min(matrix[-1]) > 0.5  # one head per task: binary tasks stay well above chance
+        assert min(matrix[-1]) > 0.4  # one head per task: no task is forgotten to chance

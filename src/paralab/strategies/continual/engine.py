@@ -25,7 +25,7 @@ from avalanche.core import SupervisedPlugin
 from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.models import MultiTaskModule
 from avalanche.training import plugins as avl_plugins
-from avalanche.training.plugins import EvaluationPlugin
+from avalanche.training.plugins import EvaluationPlugin, SynapticIntelligencePlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 
@@ -35,6 +35,19 @@ from paralab.strategies.continual.config import ContinualConfig
 from paralab.strategies.continual.fastdata import FastDataMixin, PerItem
 from paralab.strategies.continual.methods import PLUGINS, STRATEGIES
 from paralab.strategies.continual.scenarios import Experience
+
+
+@torch.no_grad()
+def _si_extract_weights(model: nn.Module, target: dict, excluded_parameters) -> None:
+    for name, param in SynapticIntelligencePlugin.allowed_parameters(model, excluded_parameters):
+        target[name].data = param.detach().cpu().flatten().clone()
+
+
+# Avalanche 0.6's SI snapshots weights with ``param.detach().cpu().flatten()``: on a CPU that is
+# a view of the live parameter, so "old" and "new" weights are one tensor, the importance is 0
+# and SI trains exactly like naive. Snapshot copies instead (a no-op change on GPUs).
+SynapticIntelligencePlugin.extract_weights = staticmethod(_si_extract_weights)
+
 
 #: Avalanche warnings a user cannot act on (see shared/STACK.md).
 NOISE = ("No loggers specified", "Call to deprecated", "deprecated")

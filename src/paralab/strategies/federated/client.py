@@ -55,6 +55,7 @@ class WorkerState:
     criterion: Any
     device: Any
     threads: int
+    node: str = ""
 
 
 def client_partitions(config, labels) -> list[np.ndarray]:
@@ -108,8 +109,19 @@ def worker_state(run_key: str, plain: dict) -> WorkerState:
         device=device,
         threads=threads,
     )
+    state.node = _ray_node()
     _WORKERS[run_key] = state
     return state
+
+
+def _ray_node() -> str:
+    """The Ray node this worker runs on (reported with each reply: placement on a cluster)."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    except Exception:  # outside Ray (the overhead benchmark's plain loop)
+        return ""
 
 
 def load_arrays(model, arrays) -> None:
@@ -240,7 +252,7 @@ def make_client_app(plain: dict, run_key: str):
             {
                 "arrays": ArrayRecord(out["state"]),
                 "metrics": MetricRecord(out["metrics"]),
-                "client": ConfigRecord({"cid": cid}),
+                "client": ConfigRecord({"cid": cid, "node": state.node}),
             }
         )
         return Message(content=content, reply_to=msg)
@@ -251,7 +263,10 @@ def make_client_app(plain: dict, run_key: str):
         cid = int(context.node_config["partition-id"])
         metrics = evaluate_client(state, cid, msg.content["arrays"])
         content = RecordDict(
-            {"metrics": MetricRecord(metrics), "client": ConfigRecord({"cid": cid})}
+            {
+                "metrics": MetricRecord(metrics),
+                "client": ConfigRecord({"cid": cid, "node": state.node}),
+            }
         )
         return Message(content=content, reply_to=msg)
 

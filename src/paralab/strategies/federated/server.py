@@ -143,6 +143,7 @@ class ServerLoop:
             down = self.arrays.count_bytes() * len(msgs)
             ok, failed = self._send(grid, msgs, "training", rnd)
             up = sum(r.content["arrays"].count_bytes() for r in ok)
+            nodes = {str(r.content["client"].get("node", "")) for r in ok}
             compute = sum(float(r.content["metrics"].get("compute_s", 0.0)) for r in ok)
             new_arrays, train_metrics = self.strategy.aggregate_train(rnd, ok)
             if new_arrays is not None:
@@ -152,6 +153,7 @@ class ServerLoop:
                 "clients/sampled": len(msgs),
                 "clients/succeeded": len(ok),
                 "clients/failed": len(failed),
+                "clients/nodes": len(nodes),
                 "time/train_s": train_s,
                 "time/client_compute_s": compute,
             }

@@ -5,6 +5,7 @@ different nodes. The cluster is stopped afterwards by killing exactly the proces
 (found by its temp folder and address), never with a machine-wide ``ray stop``.
 """
 
+import contextlib
 import csv
 import os
 import re
@@ -36,16 +37,12 @@ def stop_cluster(marks: list[str]) -> None:
             procs.append(proc)
             procs += proc.children(recursive=True)
     for proc in procs:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
     _, alive = psutil.wait_procs(procs, timeout=10)
     for proc in alive:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(alive, timeout=5)
 
 

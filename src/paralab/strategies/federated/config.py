@@ -92,6 +92,7 @@ class FederatedConfig(ParadigmConfig):
     abort_after_failed_rounds: int = 3  # consecutive rounds with no successful client
     target_acc: float = 0.85  # reported as rounds_to_<target>
     centralized_eval: bool = True
+    eval_subset: int | None = None  # test images per round (seeded); the last round uses all
 
 
 def _fraction(key: str, value: float, *, closed: bool = True) -> None:
@@ -161,6 +162,8 @@ def check_config(cfg: FederatedConfig, num_train: int, num_classes: int) -> None
     for key in ("timeout_s", "round_timeout_s"):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"paradigm.{key} must be positive")
+    if cfg.eval_subset is not None and cfg.eval_subset < 1:
+        raise ConfigError("paradigm.eval_subset must be >= 1 (or null for the whole test split)")
     if cfg.abort_after_failed_rounds < 1:
         raise ConfigError("paradigm.abort_after_failed_rounds must be at least 1")
     from paralab.strategies.federated.strategies import check_options

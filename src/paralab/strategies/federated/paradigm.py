@@ -106,24 +106,35 @@ def _simulate(loop, client_app, cfg: FederatedConfig, abort: threading.Event) ->
 
 
 def _evaluator(ctx: RunContext, model):
-    """Centralized evaluation of the global weights on the test split, in this process."""
+    """Centralized evaluation of the global weights on the test split, in this process.
+
+    With ``paradigm.eval_subset`` set, rounds before the last use a fixed seeded subset of the
+    test split (per-round curves at a fraction of the cost); the last round uses all of it.
+    """
     import torch
 
     from paralab.strategies.federated.client import load_arrays
 
     test, batch = ctx.data.test, ctx.config.data.eval_batch_size
+    everything = torch.arange(len(test))
+    subset = everything
+    size = ctx.config.paradigm.eval_subset
+    if size is not None and size < len(test):
+        gen = torch.Generator().manual_seed(ctx.config.seed)
+        subset = torch.randperm(len(test), generator=gen)[:size].sort().values
 
-    def evaluate(arrays) -> dict[str, float]:
+    def evaluate(arrays, full: bool = True) -> dict[str, float]:
         load_arrays(model, arrays)
         model.eval()
+        index = everything if full else subset
         loss_sum, correct = 0.0, 0
         with torch.no_grad():
-            for start in range(0, len(test), batch):
-                x, y = test.__getitems__(torch.arange(start, min(start + batch, len(test))))
+            for start in range(0, len(index), batch):
+                x, y = test.__getitems__(index[start : start + batch])
                 logits = model(x)
                 loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
                 correct += int((logits.argmax(1) == y).sum())
-        n = max(1, len(test))
+        n = max(1, len(index))
         return {"test/acc": correct / n, "test/loss": loss_sum / n}
 
     return evaluate

@@ -82,6 +82,7 @@ class LoopState:
     failed_total: int = 0
     bytes_up: float = 0.0
     bytes_down: float = 0.0
+    startup_s: float = 0.0
 
 
 def short_reason(reason: str) -> str:
@@ -98,6 +99,7 @@ class ServerLoop:
         self.strategy, self.arrays, self.state = strategy, arrays, state
         self.evaluate, self.save = evaluate, save
         self.deadline = time.monotonic() + self.cfg.timeout_s
+        self.created = time.perf_counter()
         self.first_error: str | None = None
         self.stopped_at: str = ""
 
@@ -135,9 +137,11 @@ class ServerLoop:
         seed = self.ctx.config.seed
         start = self.state.round + 1
         if start == 1 and self.cfg.centralized_eval:
-            self.ctx.tracker.log_metrics(self.evaluate(self.arrays), step=0)
+            self.ctx.tracker.log_metrics(self.evaluate(self.arrays, full=False), step=0)
         for rnd in range(start, self.cfg.rounds + 1):
             t0 = time.perf_counter()
+            if rnd == start:  # Ray, the engine and the server's set-up, before any client work
+                self.state.startup_s = t0 - self.created
             random.seed(client_seed(seed, rnd, 0, salt=5))
             msgs = list(self.strategy.configure_train(rnd, self.arrays, ConfigRecord(), grid))
             down = self.arrays.count_bytes() * len(msgs)
@@ -174,7 +178,7 @@ class ServerLoop:
                 agg = self.strategy.aggregate_evaluate(rnd, eok) or {}
                 metrics.update({f"fed/{k}": float(v) for k, v in agg.items()})
             if self.cfg.centralized_eval:
-                metrics.update(self.evaluate(self.arrays))
+                metrics.update(self.evaluate(self.arrays, full=rnd == self.cfg.rounds))
             metrics.update(
                 {
                     "bytes/down": float(down),
@@ -230,6 +234,9 @@ def final_metrics(state: LoopState, target: float) -> dict[str, float]:
     warm = [h["time/round_s"] for h in history[1:] if "time/round_s" in h]
     if warm:
         out["time/round_mean_s"] = sum(warm) / len(warm)
+    if history and "time/round_s" in history[0]:
+        out["time/first_round_s"] = history[0]["time/round_s"]
+    out["time/startup_s"] = state.startup_s
     out.update(
         {
             "rounds": float(state.round),

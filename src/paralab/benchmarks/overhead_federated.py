@@ -1,0 +1,175 @@
+"""The federated simulation's overhead: a warm round's wall time against ideal parallel compute.
+
+For each client size, a ``paradigm=federated`` run on a local Ray (Fashion-MNIST, ``cnn``, every
+client trains in every round, no evaluation inside the round) is measured against the same
+clients' local training run one after another in this plain process, divided by the number of
+clients that run at once (Ray CPUs / ``client_resources.num_cpus``). Rounds after the first are
+"warm"; start-up (Ray, workers, data, to the first round) is reported on its own.
+``--scale`` instead runs 1,000 clients with 10 per round, sampling the memory of the whole
+process tree (PSS, so shared libraries count once). Run::
+
+    python -m paralab.benchmarks.overhead_federated [--sizes 600 60] [--repeats 2]
+    python -m paralab.benchmarks.overhead_federated --scale [--scale-clients 100 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+COMMON = [
+    "tracking.wandb=disabled",
+    "trainer.progress_bar=false",
+    "paradigm.fraction_evaluate=0",
+    "paradigm.centralized_eval=false",
+    "paradigm.client_resources.num_cpus=1",
+    "paradigm.ray_num_cpus=2",
+    "paradigm.local_epochs=1",
+]
+
+
+def round_rows(run_dir: str) -> list[dict[str, float]]:
+    with (Path(run_dir) / "metrics.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r.get("time/round_s")]
+    return [{k: float(v) for k, v in r.items() if v} for r in rows]
+
+
+def simulated(overrides: list[str], out: str) -> dict:
+    """One federated run; per-round wall times, client compute, start-up."""
+    import paralab
+
+    summary = paralab.run("fashion_mnist_federated", [*COMMON, *overrides, f"output_dir={out}"])
+    rows = round_rows(summary["run_dir"])
+    return {
+        "round_s": [r["time/round_s"] for r in rows],
+        "train_s": [r["time/train_s"] for r in rows],
+        "startup_s": summary["metrics"]["time/startup_s"],
+        "first_round_s": summary["metrics"].get("time/first_round_s"),
+        "wall_s": summary["wall_time_s"],
+    }
+
+
+def sequential_round_s(overrides: list[str], rounds: list[int], num_threads: int) -> list[float]:
+    """The same clients' local training, one after another in this process, per round."""
+    import torch
+    from flwr.app import ArrayRecord
+
+    from paralab.platform.config import load
+    from paralab.strategies.federated.client import train_client, worker_state
+
+    torch.set_num_threads(num_threads)
+    config = load("fashion_mnist_federated", [*COMMON, *overrides])
+    state = worker_state(f"plain-{time.time_ns()}", config.plain)
+    torch.set_num_threads(num_threads)
+    arrays = ArrayRecord(state.model.state_dict())
+    train_client(state, 0, 0, arrays, {})  # warm-up, like the simulation's first round
+    times = []
+    for rnd in rounds:
+        started = time.perf_counter()
+        for cid in range(config.paradigm.num_clients):
+            train_client(state, cid, rnd, arrays, {})
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def overhead(size: int, clients: int, rounds: int, out: str) -> dict:
+    overrides = [
+        f"paradigm.num_clients={clients}", f"paradigm.min_train_clients={clients}",
+        "paradigm.fraction_train=1.0", f"paradigm.rounds={rounds}",
+        f"data.train_limit={size * clients}",
+    ]  # fmt: skip
+    concurrency = 2  # ray_num_cpus / client num_cpus
+    sim = simulated(overrides, out)
+    plain = sequential_round_s(overrides, list(range(2, rounds + 1)), num_threads=1)
+    warm = statistics.median(sim["round_s"][1:])
+    ideal = statistics.median(plain) / concurrency
+    return {
+        "samples_per_client": size, "clients_per_round": clients, "concurrency": concurrency,
+        "warm_round_s": warm, "warm_train_phase_s": statistics.median(sim["train_s"][1:]),
+        "ideal_parallel_s": ideal, "ratio": warm / ideal, "startup_s": sim["startup_s"],
+        "first_round_s": sim["first_round_s"], "run_wall_s": sim["wall_s"],
+    }  # fmt: skip
+
+
+class TreeMemory:
+    """Peak PSS (and RSS) summed over this process and all its descendants, sampled."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        self.every, self.peak_pss, self.peak_rss = every, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.wait(self.every):
+            pss = rss = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    info = proc.memory_full_info()
+                    pss, rss = pss + info.pss, rss + info.rss
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+            self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def scale(num_clients: int, rounds: int, out: str) -> dict:
+    overrides = [
+        f"paradigm.num_clients={num_clients}", "paradigm.min_train_clients=10",
+        f"paradigm.fraction_train={10 / num_clients}", f"paradigm.rounds={rounds}",
+    ]  # fmt: skip
+    with TreeMemory() as mem:
+        sim = simulated(overrides, out)
+    warm = statistics.median(sim["round_s"][1:])
+    return {
+        "clients": num_clients, "per_round": 10, "warm_round_s": warm,
+        "startup_s": sim["startup_s"], "peak_pss_gb": mem.peak_pss / 2**30,
+        "peak_rss_sum_gb": mem.peak_rss / 2**30,
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[600, 60])
+    parser.add_argument("--clients", type=int, default=10, help="clients per round")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--scale", action="store_true", help="the 1,000-client memory check")
+    parser.add_argument("--scale-clients", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--output", default="runs/bench/overhead_federated.json")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    results: list[dict] = []
+    with tempfile.TemporaryDirectory() as out:
+        for _ in range(args.repeats):
+            if args.scale:
+                results += [scale(n, args.rounds, out) for n in args.scale_clients]
+            else:
+                results += [overhead(s, args.clients, args.rounds, out) for s in args.sizes]
+            for row in results[-(len(args.scale_clients) if args.scale else len(args.sizes)) :]:
+                print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
+                                  for k, v in row.items()}), flush=True)  # fmt: skip
+    path = Path(args.output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

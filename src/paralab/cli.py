@@ -137,7 +137,13 @@ COMMANDS = {"run": _cmd_run, "bench": _cmd_bench, "list": _cmd_list,
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # overrides may follow options (`bench suite --output-dir d k=v`): argparse leaves them over
+    overrides_only = all("=" in e and not e.startswith("-") for e in extra)
+    if extra and hasattr(args, "overrides") and overrides_only:
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return COMMANDS[args.command](args)
     except ParalabError as error:

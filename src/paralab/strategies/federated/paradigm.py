@@ -83,6 +83,7 @@ def _simulate(loop, client_app, cfg: FederatedConfig, abort: threading.Event) ->
 
     server_app = ServerApp()
     errors: list[BaseException] = []
+    server_done = threading.Event()
 
     @server_app.main()
     def main(grid, context) -> None:
@@ -91,12 +92,16 @@ def _simulate(loop, client_app, cfg: FederatedConfig, abort: threading.Event) ->
         except BaseException as error:
             errors.append(error)
             raise RuntimeError("server loop stopped") from None
+        finally:
+            server_done.set()
 
     def describe(reason: str) -> None:
         loop.stopped_at = reason
 
     try:
-        simulate(server_app, client_app, cfg, abort, describe)
+        simulate(server_app, client_app, cfg, abort, server_done, describe)
+    except KeyboardInterrupt:
+        raise  # the user's Ctrl-C wins over the server's "aborted" that it caused
     except BaseException:
         if errors:
             raise errors[0] from None

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ from paralab.errors import ConfigError
 from paralab.platform.quiet import QUIET_ENV
 from paralab.strategies.federated.server import FederatedRunError
 
-GRACE_S = 20.0  # after the deadline, how long the server gets to stop before Ray is torn down
+GRACE_S = 10.0  # how long the engine gets to stop after the server did, before Ray is torn down
 
 
 def quiet_flower() -> None:
@@ -87,9 +88,19 @@ def check_fits(cfg) -> int:
 
 
 def simulate(
-    server_app, client_app, cfg, abort: threading.Event, describe_abort: Callable[[str], None]
+    server_app,
+    client_app,
+    cfg,
+    abort: threading.Event,
+    server_done: threading.Event,
+    describe_abort: Callable[[str], None],
 ) -> None:
-    """Run the apps on Ray; raise what the ServerApp raised; always shut Ray down."""
+    """Run the apps on Ray; raise what the ServerApp raised; always shut Ray down.
+
+    Flower's engine waits for every client call in flight before it returns, so a hung client
+    would hold the run forever after the server gave up: the watchdog tears Ray down when the
+    engine has not stopped ``GRACE_S`` after the server, or after ``timeout_s``.
+    """
     from flwr.simulation import run_simulation
 
     quiet_flower()
@@ -97,12 +108,17 @@ def simulate(
     done = threading.Event()
 
     def watchdog() -> None:
-        if done.wait(cfg.timeout_s + GRACE_S):
-            return
-        describe_abort(f"paradigm.timeout_s={cfg.timeout_s:g} s passed and the server did not stop")
-        abort.set()
-        if not done.wait(GRACE_S):
-            stop_ray(wait_s=2.0)  # unblocks engine threads waiting on hung actors
+        deadline = time.monotonic() + cfg.timeout_s + GRACE_S
+        while not done.is_set():
+            if server_done.wait(0.2) or time.monotonic() > deadline:
+                if not server_done.is_set():
+                    describe_abort(f"paradigm.timeout_s={cfg.timeout_s:g} s passed")
+                    abort.set()
+                if not done.wait(GRACE_S):
+                    kill_busy_clients()  # the engine's threads wait on them; killing frees them
+                if not done.wait(GRACE_S):
+                    stop_ray(wait_s=2.0)
+                return
 
     guard = threading.Thread(target=watchdog, name="paralab-fl-watchdog", daemon=True)
     try:
@@ -129,10 +145,38 @@ def simulate(
             raise FederatedRunError(
                 f"the Flower simulation engine failed: {type(cause).__name__}: {cause}"
             ) from error
+    except KeyboardInterrupt:  # Ctrl-C in the engine: free its threads before Ray goes away
+        describe_abort("interrupted")
+        abort.set()
+        server_done.wait(GRACE_S)
+        kill_busy_clients()
+        time.sleep(1.0)
+        raise
     finally:
         abort.set()
         done.set()
         stop_ray()
+
+
+def kill_busy_clients() -> int:
+    """Kill the Ray actors that are still running a client call (hung or too slow).
+
+    Flower keeps its actor pool inside the engine's call frame, with no handle outside; it is
+    found among live objects instead. ``ray.get`` on a killed actor raises at once, which lets
+    the engine's threads finish, on a local Ray and on a cluster alike.
+    """
+    import gc
+
+    import ray
+    from flwr.simulation.ray_transport.ray_actor import BasicActorPool
+
+    killed = 0
+    for pool in [o for o in gc.get_objects() if isinstance(o, BasicActorPool)]:
+        for actor in list(pool._future_to_actor.values()):
+            with contextlib.suppress(Exception):
+                ray.kill(actor, no_restart=True)
+                killed += 1
+    return killed
 
 
 def stop_ray(wait_s: float = 10.0) -> None:

@@ -129,10 +129,13 @@ class TreeMemory:
         self._thread.join()
 
 
-def scale(num_clients: int, rounds: int, out: str) -> dict:
+def scale(num_clients: int, rounds: int, out: str, per_client: int = 54) -> dict:
+    """10 clients per round out of ``num_clients``, each holding ``per_client`` images, so that
+    a round's work is the same whatever the number of clients."""
     overrides = [
         f"paradigm.num_clients={num_clients}", "paradigm.min_train_clients=10",
         f"paradigm.fraction_train={10 / num_clients}", f"paradigm.rounds={rounds}",
+        f"data.train_limit={per_client * num_clients}",
     ]  # fmt: skip
     with TreeMemory() as mem:
         sim = simulated(overrides, out)

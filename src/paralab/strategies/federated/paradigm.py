@@ -39,8 +39,10 @@ class Federated(Paradigm):
         from paralab.strategies.federated import partition as P
         from paralab.strategies.federated.client import client_partitions, make_client_app
         from paralab.strategies.federated.server import LoopState, ServerLoop, final_metrics
+        from paralab.strategies.federated.simulation import quiet_flower
         from paralab.strategies.federated.strategies import build_strategy, load_strategy_state
 
+        quiet_flower()  # before any Flower object is built: strategies log on construction
         cfg: FederatedConfig = self.cfg
         data = ctx.data
         parts = client_partitions(ctx.config, data.train.targets)

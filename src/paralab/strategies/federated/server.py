@@ -123,6 +123,18 @@ class ServerLoop:
         missing = len(messages) - len(replies)
         return ok, errors + [None] * missing
 
+    def _aggregate(self, rnd: int, ok: list, sampled: int):
+        """The strategy's aggregation; a robust rule that needs more replies than the failures
+        left (Bulyan: 4f+3) keeps the global model for this round instead of ending the run."""
+        try:
+            return self.strategy.aggregate_train(rnd, ok)
+        except (ValueError, AssertionError) as error:
+            if len(ok) >= sampled:
+                raise
+            print(f"round {rnd}: {self.cfg.strategy} cannot aggregate {len(ok)} of {sampled} "
+                  f"updates ({error}); the global model is kept", file=sys.stderr)  # fmt: skip
+            return None, None
+
     def _timeout(self, rnd: int, phase: str) -> None:
         raise FederatedRunError(
             f"federated run stopped by its timeout: paradigm.timeout_s={self.cfg.timeout_s:g} s "
@@ -149,7 +161,7 @@ class ServerLoop:
             up = sum(r.content["arrays"].count_bytes() for r in ok)
             nodes = {str(r.content["client"].get("node", "")) for r in ok}
             compute = sum(float(r.content["metrics"].get("compute_s", 0.0)) for r in ok)
-            new_arrays, train_metrics = self.strategy.aggregate_train(rnd, ok)
+            new_arrays, train_metrics = self._aggregate(rnd, ok, len(msgs))
             if new_arrays is not None:
                 self.arrays = new_arrays
             train_s = time.perf_counter() - t0

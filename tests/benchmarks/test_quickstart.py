@@ -23,5 +23,9 @@ def test_quickstart_suite_compares_its_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| offline | supervised |" in out
     assert out.strip().splitlines()[-1] == str(folder)
+    assert main(["compare", *(r["run_dir"] for r in rows.values())]) == 0
+    table = capsys.readouterr().out
+    for name, row in rows.items():
+        assert f"| {name} | {row['paradigm']} |" in table
     assert main(["report", str(folder)]) == 0
     assert "data:image/png;base64" in (folder / "report.html").read_text()

@@ -8,7 +8,7 @@ import pytest
 
 os.environ["WANDB_MODE"] = "disabled"
 os.environ.setdefault("PARALAB_DATA_DIR", "/nonexistent/paralab-data")
-from paralab.platform.quiet import quiet  # noqa: E402
+from paralab.platform.quiet import quiet
 
 quiet()
 

@@ -7,4 +7,12 @@ from paralab.api import bench, compose, resume, run
 from paralab.errors import ConfigError, DatasetNotFoundError, ParalabError
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "DatasetNotFoundError", "ParalabError", "bench", "compose", "resume", "run"]
+__all__ = [
+    "ConfigError",
+    "DatasetNotFoundError",
+    "ParalabError",
+    "bench",
+    "compose",
+    "resume",
+    "run",
+]

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from paralab.errors import ParalabError
+from paralab.errors import ParalabError, RunFailedError
 
 LIST_KINDS = {
     "models": "model",
@@ -146,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return COMMANDS[args.command](args)
+    except RunFailedError as error:
+        print(f"paralab: run failed: {error}", file=sys.stderr)
+        return 1
     except ParalabError as error:
         print(f"paralab: error: {error}", file=sys.stderr)
         return 2

@@ -96,7 +96,9 @@ def test_a_run_where_every_client_fails_exits_non_zero(tmp_path, capsys):
                  "paradigm.faults.crash_fraction=1.0", "paradigm.abort_after_failed_rounds=2",
                  f"output_dir={tmp_path}"])  # fmt: skip
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == 1
     assert "every client failed in 2 round(s) in a row" in err
     assert "Traceback" not in err
+    (run_dir,) = tmp_path.iterdir()
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
     assert no_ray_left()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from paralab.errors import ParalabError, RunFolderError
+from paralab.errors import ParalabError, RunFailedError, RunFolderError
 from paralab.platform import tracking
 from paralab.platform.config import ResolvedConfig, load_saved
 from paralab.platform.data import DATASETS, ClassificationData
@@ -116,21 +116,20 @@ def execute(
     started = time.perf_counter()
     try:
         metrics = paradigm.run(ctx)
-    except ParalabError:
-        tracker.finish("failed")
-        if owner and not resuming:
-            shutil.rmtree(run_dir, ignore_errors=True)
+    except ParalabError as error:
+        if not isinstance(error, RunFailedError):
+            tracker.finish("failed")
+            if owner and not resuming:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        _close_failed(summary, run_dir, tracker, owner, "failed", error, started)
         raise
     except BaseException as error:
-        summary.update(status="interrupted", error=f"{type(error).__name__}: {error}",
-                       wall_time_s=time.perf_counter() - started)  # fmt: skip
-        if owner:
-            tracking.write_json(run_dir / tracking.SUMMARY, summary)
-            print(f"run stopped; continue it with: paralab run --resume {run_dir}", file=sys.stderr)
-        tracker.finish("failed")
+        _close_failed(summary, run_dir, tracker, owner, "interrupted", error, started)
         raise
     finally:
         os.environ.pop(tracking.RUN_DIR_ENV, None)
+
     summary.update(
         status="completed",
         metrics={k: float(v) for k, v in sorted(metrics.items())},
@@ -141,6 +140,17 @@ def execute(
     if owner:
         tracking.write_json(run_dir / tracking.SUMMARY, summary)
     return summary
+
+
+def _close_failed(summary, run_dir, tracker, owner, status, error, started) -> None:
+    """Record why a started run stopped, keep its folder for --resume, and say how."""
+    summary.update(status=status, error=f"{type(error).__name__}: {error}",
+                   wall_time_s=round(time.perf_counter() - started, 3))  # fmt: skip
+    if owner:
+        tracking.write_json(run_dir / tracking.SUMMARY, summary)
+        print(f"run {status}; its folder: {run_dir}; continue it with: "
+              f"paralab run --resume {run_dir}", file=sys.stderr)  # fmt: skip
+    tracker.finish("failed")
 
 
 def _start_summary(config: ResolvedConfig, paradigm, run_dir: Path, resuming: bool) -> dict:

@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from paralab.errors import ParalabError
+from paralab.errors import RunFailedError
 from paralab.strategies.federated.client import client_seed
 
 
-class FederatedRunError(ParalabError):
+class FederatedRunError(RunFailedError):
     """A federated run that cannot go on: every client failed, or the run hit its timeout."""
 
 

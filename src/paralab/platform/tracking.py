@@ -103,6 +103,8 @@ class Tracker:
             import wandb
 
             wandb.finish(exit_code=0 if status == "completed" else 1)
+            # stop wandb's service process with the run, not at interpreter exit
+            wandb.teardown()
 
 
 def _quiet_wandb_settings():

@@ -69,21 +69,25 @@ def load_suite(name: str) -> Suite:
 def run_suite(name: str, overrides: list[str] | None = None, output_dir: str | None = None) -> Path:
     """Run every run of the suite; returns the folder holding the runs and the comparison."""
     from paralab.benchmarks.compare import write_comparison
-    from paralab.platform.runner import execute, prepare
+    from paralab.platform.runner import execute, load_data, prepare
 
     suite = load_suite(name)
     user = list(overrides or [])
     configs = []
     for run in suite.runs:
         config = load(run.experiment, [*suite.overrides, *run.overrides, *user])
-        if int(config.trainer.devices if str(config.trainer.devices).isdigit() else 1) > 1:
+        if config.trainer.devices not in (1, "1", "auto"):
             raise ConfigError(
                 f"benchmark {name}, run {run.name}: trainer.devices>1 is for `paralab run`; "
                 "a suite runs its runs one after another in one process"
             )
         configs.append(config)
+    datasets: dict[str, Any] = {}  # one load per distinct data config, shared by its runs
     for config in configs:
-        prepare(config)
+        key = repr(config.data)
+        if key not in datasets:
+            datasets[key] = load_data(config)
+        prepare(config, datasets[key])
     root = Path(output_dir or configs[0].output_dir).expanduser() / "bench"
     folder = root / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=False)
@@ -94,7 +98,7 @@ def run_suite(name: str, overrides: list[str] | None = None, output_dir: str | N
         config.run.output_dir = str(folder)
         config.run.name = run.name
         config.plain.update(output_dir=str(folder), name=run.name)
-        summary = execute(config)
+        summary = execute(config, data=datasets[repr(config.data)])
         summary["run"] = run.name
         summaries.append(summary)
     write_comparison(folder, name, suite.compare, summaries)

@@ -71,8 +71,9 @@ def seed_everything(seed: int) -> None:
     lightning_seed(seed, workers=True, verbose=False)
 
 
-def prepare(config: ResolvedConfig):
-    """Load data and build model and paradigm once: every input error surfaces here."""
+def prepare(config: ResolvedConfig, data: ClassificationData | None = None):
+    """Load data (unless given) and build model and paradigm once: every input error
+    surfaces here."""
     from paralab.strategies import PARADIGMS
 
     quiet()
@@ -81,7 +82,7 @@ def prepare(config: ResolvedConfig):
 
         torch.set_num_threads(config.trainer.num_threads)
     check_optim(config.optim)
-    data = load_data(config)
+    data = data if data is not None else load_data(config)
     build_model(config, InputSpec(data.in_channels, data.image_size, data.num_classes))
     paradigm = PARADIGMS.get(config.paradigm.name).obj(config.paradigm)
     paradigm.check(config, data)
@@ -93,12 +94,14 @@ def execute(
     *,
     run_dir: Path | None = None,
     callbacks: list[Any] | None = None,
+    data: ClassificationData | None = None,
 ) -> dict[str, Any]:
     """Run one config; returns the summary also written to ``summary.json``.
 
     ``run_dir`` given means resume: the folder exists and its checkpoints are continued.
+    ``data`` given skips loading it (a suite loads each distinct dataset config once).
     """
-    data, paradigm = prepare(config)
+    data, paradigm = prepare(config, data)
     resuming = run_dir is not None
     owner = tracking.is_global_zero()
     inherited = os.environ.get(tracking.RUN_DIR_ENV)

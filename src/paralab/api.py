@@ -38,8 +38,22 @@ def resume(run_dir: str | Path, *, callbacks: list[Any] | None = None) -> dict[s
     return resume_run(run_dir, callbacks=callbacks)
 
 
-def bench(suite: str, overrides: Sequence[str] = (), *, output_dir: str | None = None) -> Path:
-    """Run a benchmark suite; returns the folder with ``comparison.json`` and the runs."""
+def bench(
+    suite: str,
+    overrides: Sequence[str] = (),
+    *,
+    output_dir: str | None = None,
+    only: Sequence[str] | None = None,
+) -> Path:
+    """Run a benchmark suite (or its ``only`` runs); returns the folder with
+    ``comparison.json`` and the runs."""
     from paralab.benchmarks.suite import run_suite
 
-    return run_suite(suite, list(overrides), output_dir)
+    return run_suite(suite, list(overrides), output_dir, list(only) if only else None)
+
+
+def resume_bench(bench_dir: str | Path) -> Path:
+    """Finish an interrupted suite folder: completed runs are kept, the others continued."""
+    from paralab.benchmarks.suite import resume_suite
+
+    return resume_suite(bench_dir)

@@ -36,9 +36,13 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     bench = sub.add_parser("bench", help="run a benchmark suite and compare its runs")
-    bench.add_argument("suite", help="suite name (see `paralab list benchmarks`)")
+    bench.add_argument("suite", nargs="?", help="suite name (see `paralab list benchmarks`)")
     bench.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     bench.add_argument("--output-dir", help="where the suite folder goes (default: runs/bench)")
+    bench.add_argument("--only", metavar="RUN[,RUN]", help="run only these runs of the suite")
+    bench.add_argument(
+        "--resume", metavar="BENCH_DIR", help="finish an interrupted suite folder (skips done runs)"
+    )
 
     lst = sub.add_parser("list", help="list what can be named in a config")
     lst.add_argument("kind", nargs="?", choices=sorted(LIST_KINDS), help="one kind (default: all)")
@@ -89,9 +93,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.resume:
+        if args.suite or args.overrides or args.only or args.output_dir:
+            raise ParalabError(
+                "--resume takes only the suite folder: it continues with the suite, overrides "
+                "and run selection saved there"
+            )
+        from paralab.api import resume_bench
+
+        print(resume_bench(args.resume))
+        return 0
+    if not args.suite:
+        raise ParalabError("name a suite: paralab bench <suite> (paralab list benchmarks)")
     from paralab.api import bench
 
-    folder = bench(args.suite, args.overrides, output_dir=args.output_dir)
+    only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+    folder = bench(args.suite, args.overrides, output_dir=args.output_dir, only=only)
     print(folder)
     return 0
 

@@ -14,6 +14,7 @@ in all of them.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,8 +23,11 @@ from typing import Any
 
 import yaml
 
-from paralab.errors import ConfigError
+from paralab.errors import ConfigError, RunFolderError
 from paralab.platform.config import config_dir, group_options, load, validate_section
+from paralab.platform.tracking import CONFIG, SUMMARY, read_json, summary_of, write_json
+
+STATE = "suite.json"  # the suite name, user overrides and run selection, for --resume
 
 
 @dataclass
@@ -66,15 +70,61 @@ def load_suite(name: str) -> Suite:
     return suite
 
 
-def run_suite(name: str, overrides: list[str] | None = None, output_dir: str | None = None) -> Path:
-    """Run every run of the suite; returns the folder holding the runs and the comparison."""
-    from paralab.benchmarks.compare import write_comparison
-    from paralab.platform.runner import execute, load_data, prepare
-
+def run_suite(
+    name: str,
+    overrides: list[str] | None = None,
+    output_dir: str | None = None,
+    only: list[str] | None = None,
+) -> Path:
+    """Run the suite's runs (or the ``only`` ones); returns the folder with runs and comparison."""
     suite = load_suite(name)
+    runs = select_runs(name, suite, only)
     user = list(overrides or [])
+    configs, datasets = _prepare_runs(name, suite, runs, user)
+    root = Path(output_dir or configs[0].output_dir).expanduser() / "bench"
+    folder = root / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder.mkdir(parents=True, exist_ok=False)
+    state = {"suite": name, "overrides": user, "only": [r.name for r in runs] if only else None}
+    write_json(folder / STATE, state)
+    return _run_all(folder, name, suite, runs, configs, datasets)
+
+
+def resume_suite(folder: str | Path) -> Path:
+    """Finish a suite folder: keep its completed runs, continue interrupted ones, run the rest.
+
+    The suite file is read again, with the overrides and run selection saved in ``suite.json``.
+    """
+    folder = Path(folder).expanduser()
+    if not (folder / STATE).is_file():
+        raise RunFolderError(
+            f"--resume {folder}: no {STATE} there. Give a folder made by `paralab bench`"
+        )
+    state = read_json(folder / STATE)
+    suite = load_suite(state["suite"])
+    runs = select_runs(state["suite"], suite, state.get("only"))
+    configs, datasets = _prepare_runs(state["suite"], suite, runs, state.get("overrides", []))
+    return _run_all(folder, state["suite"], suite, runs, configs, datasets)
+
+
+def select_runs(name: str, suite: Suite, only: list[str] | None) -> list[SuiteRun]:
+    if not only:
+        return list(suite.runs)
+    names = [r.name for r in suite.runs]
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        raise ConfigError(
+            f"benchmark {name} has no run named {', '.join(map(repr, unknown))}. "
+            f"Its runs: {', '.join(names)}"
+        )
+    return [r for r in suite.runs if r.name in only]
+
+
+def _prepare_runs(name: str, suite: Suite, runs: list[SuiteRun], user: list[str]):
+    """Compose and check every run before anything is written; load each dataset once."""
+    from paralab.platform.runner import load_data, prepare
+
     configs = []
-    for run in suite.runs:
+    for run in runs:
         config = load(run.experiment, [*suite.overrides, *run.overrides, *user])
         if config.trainer.devices not in (1, "1", "auto"):
             raise ConfigError(
@@ -88,18 +138,46 @@ def run_suite(name: str, overrides: list[str] | None = None, output_dir: str | N
         if key not in datasets:
             datasets[key] = load_data(config)
         prepare(config, datasets[key])
-    root = Path(output_dir or configs[0].output_dir).expanduser() / "bench"
-    folder = root / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    folder.mkdir(parents=True, exist_ok=False)
+    return configs, datasets
+
+
+def _run_all(folder: Path, name: str, suite: Suite, runs, configs, datasets) -> Path:
+    from paralab.benchmarks.compare import write_comparison
+    from paralab.platform.config import load_saved
+    from paralab.platform.runner import execute
+
     summaries: list[dict[str, Any]] = []
-    for i, (run, config) in enumerate(zip(suite.runs, configs, strict=True), 1):
-        print(f"[{i}/{len(configs)}] {name}: {run.name} ({config.paradigm.name}, "
-              f"{config.model.name}, {config.data.name})", file=sys.stderr, flush=True)  # fmt: skip
-        config.run.output_dir = str(folder)
-        config.run.name = run.name
-        config.plain.update(output_dir=str(folder), name=run.name)
-        summary = execute(config, data=datasets[repr(config.data)])
+    for i, (run, config) in enumerate(zip(runs, configs, strict=True), 1):
+        label = f"[{i}/{len(configs)}] {name}: {run.name}"
+        previous = _latest_run_folder(folder, run.name)
+        done = previous is not None and _status(previous) == "completed"
+        if done:
+            print(f"{label}: completed earlier, kept ({previous.name})", file=sys.stderr)
+            summary = summary_of(previous)
+        elif previous is not None:
+            print(f"{label}: continuing {previous.name}", file=sys.stderr, flush=True)
+            saved = load_saved(previous / CONFIG)
+            summary = execute(saved, run_dir=previous, data=datasets.get(repr(saved.data)))
+        else:
+            print(f"{label} ({config.paradigm.name}, {config.model.name}, {config.data.name})",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            config.run.output_dir = str(folder)
+            config.run.name = run.name
+            config.plain.update(output_dir=str(folder), name=run.name)
+            summary = execute(config, data=datasets[repr(config.data)])
         summary["run"] = run.name
         summaries.append(summary)
     write_comparison(folder, name, suite.compare, summaries)
     return folder
+
+
+def _latest_run_folder(folder: Path, run: str) -> Path | None:
+    """The newest ``<run>-<timestamp>[-n]`` folder that holds a config, if any."""
+    pattern = re.compile(re.escape(run) + r"-\d{8}-\d{6}(-\d+)?")
+    found = [p for p in folder.iterdir() if pattern.fullmatch(p.name) and (p / CONFIG).is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def _status(run_dir: Path) -> str | None:
+    path = run_dir / SUMMARY
+    return read_json(path).get("status") if path.is_file() else None

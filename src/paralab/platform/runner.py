@@ -58,7 +58,14 @@ class RunContext:
 
 
 def build_model(config: ResolvedConfig, spec: InputSpec) -> Classifier:
-    return MODELS.get(config.model.name).obj(config.model, spec)
+    """The registry model; with ``trainer.channels_last`` its conv weights are NHWC, which every
+    paradigm then trains in (conv outputs follow the weights' layout)."""
+    model = MODELS.get(config.model.name).obj(config.model, spec)
+    if config.trainer.channels_last:
+        import torch
+
+        model = model.to(memory_format=torch.channels_last)
+    return model
 
 
 def load_data(config: ResolvedConfig) -> ClassificationData:

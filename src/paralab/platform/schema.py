@@ -24,6 +24,7 @@ class TrainerConfig:
     log_every_n_steps: int = 50
     num_threads: int | None = None
     progress_bar: bool | None = None
+    channels_last: bool = True
 
 
 @dataclass

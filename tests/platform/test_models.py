@@ -45,3 +45,24 @@ def test_reset_head_changes_outputs_and_keeps_the_backbone(name):
 @pytest.mark.parametrize("name", MODELS.names())
 def test_every_model_documents_itself(name):
     assert MODELS.get(name).description
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_channels_last_changes_the_layout_not_the_model(name):
+    """``trainer.channels_last`` (on by default) makes conv weights NHWC; outputs and the
+    state dict a checkpoint or a federated client exchanges stay the same."""
+    from paralab.api import compose
+    from paralab.platform.runner import build_model
+
+    spec = SPECS[1]
+    models = {}
+    for flag in (False, True):
+        torch.manual_seed(0)
+        config = compose("quickstart_offline", [f"model={name}", f"trainer.channels_last={flag}"])
+        models[flag] = build_model(config, spec).eval()
+    convs = [p for p in models[True].parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert not models[False].state_dict().keys() ^ models[True].state_dict().keys()
+    x = torch.randn(3, spec.in_channels, *spec.image_size)
+    assert torch.allclose(models[False](x), models[True](x), atol=1e-5)
+    models[False].load_state_dict(models[True].state_dict())

@@ -24,6 +24,8 @@ class Method:
     scenarios: tuple[str, ...]
     options: Callable[[ContinualConfig], dict[str, Any]]
     description: str
+    #: False where Avalanche flattens gradients with ``.view(-1)``, which NHWC tensors refuse
+    channels_last: bool = True
 
 
 def _none(cfg: ContinualConfig) -> dict[str, Any]:
@@ -61,6 +63,7 @@ STRATEGIES: dict[str, Method] = {
         ALL,
         lambda c: {"patterns_per_exp": c.patterns_per_exp, "sample_size": c.agem_sample_size},
         "averaged gradient episodic memory",
+        channels_last=False,
     ),
     "gem": Method(
         "GEM",
@@ -111,6 +114,7 @@ PLUGINS: dict[str, Method] = {
             "sample_size": c.agem_sample_size,
         },
         "A-GEM projection",
+        channels_last=False,
     ),
     "mas": Method("MASPlugin", ALL, _none, "memory aware synapses"),
 }
@@ -124,6 +128,12 @@ BUILT_IN_PLUGIN = {
     "lwf": "lwf",
     "agem": "agem",
 }
+
+
+def takes_channels_last(cfg: ContinualConfig) -> bool:
+    """Whether the strategy and every plugin work on NHWC (``trainer.channels_last``) weights."""
+    methods = [STRATEGIES[cfg.strategy], *(PLUGINS[p] for p in cfg.plugins)]
+    return all(m.channels_last for m in methods)
 
 
 def check_method(cfg: ContinualConfig) -> None:

@@ -15,7 +15,7 @@ from paralab.errors import ConfigError
 from paralab.strategies.continual import checkpoint
 from paralab.strategies.continual.config import ContinualConfig
 from paralab.strategies.continual.devices import check_device, resolve_device
-from paralab.strategies.continual.methods import check_method
+from paralab.strategies.continual.methods import check_method, takes_channels_last
 from paralab.strategies.continual.metrics import continual_metrics, plot_matrix, write_matrix_json
 from paralab.strategies.continual.scenarios import DOMAIN_SHIFTS, SCENARIOS, build_stream
 from paralab.strategies.registry import Paradigm, register_paradigm
@@ -85,6 +85,10 @@ class Continual(Paradigm):
             cfg.domain_shift,
         )
         model = ctx.build_model()
+        if not takes_channels_last(cfg):
+            import torch
+
+            model = model.to(memory_format=torch.contiguous_format)
         if cfg.scenario == "task":
             per_task = data.num_classes // cfg.n_experiences
             model = engine.MultiHead(model.backbone, model.num_features, len(stream), per_task)

@@ -25,7 +25,7 @@ import yaml
 
 from paralab.errors import ConfigError, RunFolderError
 from paralab.platform.config import config_dir, group_options, load, validate_section
-from paralab.platform.tracking import CONFIG, SUMMARY, read_json, summary_of, write_json
+from paralab.platform.tracking import CONFIG, SUMMARY, read_json, write_json
 
 STATE = "suite.json"  # the suite name, user overrides and run selection, for --resume
 
@@ -126,7 +126,8 @@ def _prepare_runs(name: str, suite: Suite, runs: list[SuiteRun], user: list[str]
     configs = []
     for run in runs:
         config = load(run.experiment, [*suite.overrides, *run.overrides, *user])
-        if config.trainer.devices not in (1, "1", "auto"):
+        devices = config.trainer.devices
+        if (len(devices) if isinstance(devices, list | tuple) else devices) not in (1, "1", "auto"):
             raise ConfigError(
                 f"benchmark {name}, run {run.name}: trainer.devices>1 is for `paralab run`; "
                 "a suite runs its runs one after another in one process"
@@ -150,10 +151,10 @@ def _run_all(folder: Path, name: str, suite: Suite, runs, configs, datasets) -> 
     for i, (run, config) in enumerate(zip(runs, configs, strict=True), 1):
         label = f"[{i}/{len(configs)}] {name}: {run.name}"
         previous = _latest_run_folder(folder, run.name)
-        done = previous is not None and _status(previous) == "completed"
-        if done:
+        kept = _summary(previous) if previous is not None else None
+        if kept is not None and kept.get("status") == "completed":
             print(f"{label}: completed earlier, kept ({previous.name})", file=sys.stderr)
-            summary = summary_of(previous)
+            summary = kept
         elif previous is not None:
             print(f"{label}: continuing {previous.name}", file=sys.stderr, flush=True)
             saved = load_saved(previous / CONFIG)
@@ -178,6 +179,6 @@ def _latest_run_folder(folder: Path, run: str) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
-def _status(run_dir: Path) -> str | None:
+def _summary(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / SUMMARY
-    return read_json(path).get("status") if path.is_file() else None
+    return read_json(path) if path.is_file() else None

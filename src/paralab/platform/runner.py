@@ -38,12 +38,15 @@ class RunContext:
     def input_spec(self) -> InputSpec:
         return InputSpec(self.data.in_channels, self.data.image_size, self.data.num_classes)
 
-    def build_model(self, num_classes: int | None = None) -> Classifier:
-        """A freshly initialised registry model for this run's data."""
+    def build_model(
+        self, num_classes: int | None = None, *, channels_last: bool | None = None
+    ) -> Classifier:
+        """A freshly initialised registry model for this run's data (``channels_last=None``:
+        ``trainer.channels_last``)."""
         spec = self.input_spec
         if num_classes is not None:
             spec = InputSpec(spec.in_channels, spec.image_size, num_classes)
-        return build_model(self.config, spec)
+        return build_model(self.config, spec, channels_last=channels_last)
 
     def build_task(self, model: Classifier | None = None):
         from paralab.platform.tasks.classification import ClassificationTask
@@ -57,11 +60,13 @@ class RunContext:
         return str(path) if self.resuming and path.is_file() else None
 
 
-def build_model(config: ResolvedConfig, spec: InputSpec) -> Classifier:
-    """The registry model; with ``trainer.channels_last`` its conv weights are NHWC, which every
-    paradigm then trains in (conv outputs follow the weights' layout)."""
+def build_model(
+    config: ResolvedConfig, spec: InputSpec, *, channels_last: bool | None = None
+) -> Classifier:
+    """The registry model; with ``trainer.channels_last`` (or ``channels_last`` given) its conv
+    weights are NHWC, which every paradigm then trains in (conv outputs follow the weights)."""
     model = MODELS.get(config.model.name).obj(config.model, spec)
-    if config.trainer.channels_last:
+    if config.trainer.channels_last if channels_last is None else channels_last:
         import torch
 
         model = model.to(memory_format=torch.channels_last)

@@ -84,11 +84,9 @@ class Continual(Paradigm):
             cfg.class_order_seed,
             cfg.domain_shift,
         )
-        model = ctx.build_model()
-        if not takes_channels_last(cfg):
-            import torch
-
-            model = model.to(memory_format=torch.contiguous_format)
+        model = ctx.build_model(
+            channels_last=config.trainer.channels_last and takes_channels_last(cfg)
+        )
         if cfg.scenario == "task":
             per_task = data.num_classes // cfg.n_experiences
             model = engine.MultiHead(model.backbone, model.num_features, len(stream), per_task)

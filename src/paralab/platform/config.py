@@ -32,10 +32,10 @@ CONFIG_DIR_ENV = "PARALAB_CONFIG_DIR"
 
 
 def config_dir() -> Path:
-    """$PARALAB_CONFIG_DIR, else the ``configs/`` folder of the source tree."""
+    """$PARALAB_CONFIG_DIR, else the ``configs/`` folder shipped inside the package."""
     if os.environ.get(CONFIG_DIR_ENV):
         return Path(os.environ[CONFIG_DIR_ENV]).resolve()
-    return Path(__file__).resolve().parents[3] / "configs"
+    return Path(__file__).resolve().parents[1] / "configs"
 
 
 def group_options(group: str) -> list[str]:

@@ -16,11 +16,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
+# The default settings (wandb offline unless WANDB_MODE says otherwise): what a user gets.
 quickstart: setup
-	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/paralab bench quickstart
+	$(VENV)/bin/paralab bench quickstart
 
+# Tests choose their tracking: tests/conftest.py disables wandb for speed, and
+# tests/test_default_tracking.py (and the federated tests) run the offline default.
 test: setup
-	WANDB_MODE=disabled $(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

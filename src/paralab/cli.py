@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from paralab.errors import ParalabError, RunFailedError
 
@@ -25,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = sub.add_parser("run", help="run one experiment from configs/experiment/")
+    run = sub.add_parser("run", help="run one experiment (see `paralab list experiments`)")
     run.add_argument(
         "experiment", nargs="?", help="experiment name (see `paralab list experiments`)"
     )
@@ -107,25 +108,51 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise ParalabError("name a suite: paralab bench <suite> (paralab list benchmarks)")
     from paralab.api import bench
 
-    only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+    only = _only(args.suite, args.only)
+    if args.output_dir:
+        from paralab.platform.schema import output_dir_problem
+
+        problem = output_dir_problem(args.output_dir, "--output-dir")
+        if problem:
+            raise ParalabError(f"--output-dir {args.output_dir}: {problem}")
     folder = bench(args.suite, args.overrides, output_dir=args.output_dir, only=only)
     print(folder)
     return 0
 
 
-def _cmd_list(args: argparse.Namespace) -> int:
-    from paralab.platform.config import config_dir, group_options
+def _only(suite: str, only: str | None) -> list[str] | None:
+    """``--only a,b`` as names; naming no run at all (``--only ,``) is an error, not "all"."""
+    if only is None:
+        return None
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    if not names:
+        from paralab.benchmarks.suite import load_suite
 
+        runs = ",".join(r.name for r in load_suite(suite).runs)
+        raise ParalabError(
+            f"--only {only!r} names no run. Give run names separated by commas, e.g. "
+            f"--only {runs.split(',')[0]} (this suite's runs: {runs}), or leave --only out for all"
+        )
+    return names
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from paralab.platform.config import config_dirs, config_file, group_options
+
+    config_dirs()  # a wrong $PARALAB_CONFIG_DIR stops before any heading is printed
     kinds = [args.kind] if args.kind else list(LIST_KINDS)
     for kind in kinds:
         group = LIST_KINDS[kind]
         print(f"{kind}:")
         for name in group_options(group):
-            print(f"  {name:<28} {_first_comment(config_dir() / group / f'{name}.yaml')}")
+            print(f"  {name:<28} {_first_comment(config_file(group, name))}")
     return 0
 
 
-def _first_comment(path) -> str:
+def _first_comment(path: Path | None) -> str:
+    """A config's first comment line: its description in ``paralab list``."""
+    if path is None:
+        return ""
     for line in path.read_text().splitlines():
         if line.startswith("#") and not line.startswith("# @package"):
             return line.lstrip("# ").strip()
@@ -153,6 +180,9 @@ COMMANDS = {"run": _cmd_run, "bench": _cmd_bench, "list": _cmd_list,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a non-ASCII run name on an ASCII-only terminal
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     # overrides may follow options (`bench suite --output-dir d k=v`): argparse leaves them over
@@ -162,7 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's flush at exit
+        return code
     except RunFailedError as error:
         print(f"paralab: run failed: {error}", file=sys.stderr)
         return 1
@@ -172,3 +204,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("paralab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise
+        _discard_stdout()
+        return 141  # 128 + SIGPIPE, what `ls | head -1` leaves for ls
+
+
+def _stdout_closed() -> bool:
+    """Whether the reader of stdout went away (``paralab list | head -1``), as opposed to some
+    other pipe breaking inside a run, which must still show its traceback."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLERR)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll() (Windows) or no real stdout
+        return True
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null: Python flushes it at exit and would report the pipe again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

@@ -1,8 +1,19 @@
 """The embedded default end to end: `paralab bench quickstart` on digits."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 from paralab.cli import main
+
+CI_CHECK = Path(__file__).resolve().parents[2] / ".ci" / "check_suite.py"
+
+
+def ci_check(folder: Path) -> subprocess.CompletedProcess:
+    """The check `.ci/run` applies to the folder `make quickstart` prints."""
+    return subprocess.run([sys.executable, str(CI_CHECK), str(folder)], capture_output=True,
+                          text=True)  # fmt: skip
 
 
 def test_quickstart_suite_compares_its_runs(tmp_path, capsys):
@@ -29,3 +40,8 @@ def test_quickstart_suite_compares_its_runs(tmp_path, capsys):
         assert f"| {name} | {row['paradigm']} |" in table
     assert main(["report", str(folder)]) == 0
     assert "data:image/png;base64" in (folder / "report.html").read_text()
+    assert ci_check(folder).returncode == 0, ci_check(folder).stderr
+    summary = Path(rows["offline"]["run_dir"]) / "summary.json"
+    summary.write_text(summary.read_text().replace('"completed"', '"interrupted"'))
+    failed = ci_check(folder)
+    assert failed.returncode == 1 and "offline: status 'interrupted'" in failed.stderr

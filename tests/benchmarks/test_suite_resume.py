@@ -19,9 +19,12 @@ def test_only_then_resume_keeps_done_runs_and_finishes_the_rest(tmp_path, capsys
     assert sorted(first) == ["continual-naive", "offline"]
     assert json.loads((folder / "suite.json").read_text())["overrides"] == QUICK
 
-    # the continual run "crashed" before writing its summary; the offline run stays as it was
+    # the continual run was interrupted after a part that took 1000 s; the offline run stays
     naive_dir = folder / first["continual-naive"]["run_dir"].rsplit("/", 1)[-1]
-    (naive_dir / "summary.json").unlink()
+    naive = json.loads((naive_dir / "summary.json").read_text())
+    (naive_dir / "summary.json").write_text(
+        json.dumps({**naive, "status": "interrupted", "wall_time_s": 1000.0})
+    )
     offline_summary = folder / first["offline"]["run_dir"].rsplit("/", 1)[-1] / "summary.json"
     before = offline_summary.read_text()
     capsys.readouterr()
@@ -36,6 +39,8 @@ def test_only_then_resume_keeps_done_runs_and_finishes_the_rest(tmp_path, capsys
     assert second["continual-naive"]["status"] == "completed"
     assert second["continual-naive"]["run_dir"] == first["continual-naive"]["run_dir"]
     assert second["continual-naive"]["test/acc"] == first["continual-naive"]["test/acc"]
+    resumed = json.loads((naive_dir / "summary.json").read_text())
+    assert resumed["resumed"] is True and resumed["wall_time_s"] > 1000.0  # both parts
     runs = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith("continual-naive-")]
     assert len(runs) == 1
 

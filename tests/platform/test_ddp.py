@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def test_two_process_ddp_run_writes_one_run_folder(tmp_path):
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
@@ -23,3 +25,27 @@ def test_two_process_ddp_run_writes_one_run_folder(tmp_path):
     assert summary["metrics"]["steps"] == 2 * math.ceil(math.ceil(n_train / 2) / batch)
     assert summary["metrics"]["test/acc"] > 0.5
     assert Path(run_dirs[0] / "checkpoints" / "last.ckpt").is_file()
+    # each test image tested exactly once: Lightning's DistributedSampler would repeat some
+    assert "DistributedSampler" not in result.stderr
+    n_test, acc = single_process_test_accuracy(run_dirs[0])
+    assert summary["metrics"]["test/images"] == n_test
+    assert summary["metrics"]["test/acc"] == pytest.approx(acc, abs=1e-6)
+
+
+def single_process_test_accuracy(run_dir: Path) -> tuple[int, float]:
+    """The saved final model (last.ckpt) evaluated on the test split in this one process."""
+    import torch
+
+    from paralab.platform.config import load_saved
+    from paralab.platform.models import InputSpec
+    from paralab.platform.runner import build_model, load_data
+
+    config = load_saved(run_dir / "config.yaml")
+    data = load_data(config)
+    model = build_model(config, InputSpec(data.in_channels, data.image_size, data.num_classes))
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if "model." in k})
+    x, y = data.test.__getitems__(range(len(data.test)))
+    with torch.no_grad():
+        correct = (model.eval()(x).argmax(1) == y).sum().item()
+    return len(data.test), correct / len(data.test)

@@ -88,6 +88,9 @@ def test_resume_continues_from_the_last_round_with_the_same_metrics(reference, t
     summary = json.loads((stopped / "summary.json").read_text())
     assert summary["resumed"] is True
     assert stable(summary["metrics"]) == stable(reference["metrics"])
+    # metrics.csv keeps the rows from before the interruption: every round once, in order
+    rounds = [r["step"] for r in rows(stopped) if r.get("clients/sampled")]
+    assert rounds == ["1", "2", "3", "4"]
     assert no_ray_left()
 
 

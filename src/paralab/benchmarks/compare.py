@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from paralab.benchmarks.suite import Comparison
-from paralab.platform.tracking import summary_of, write_json
+from paralab.platform.tracking import read_json, summary_of, write_json
 
 
 def rows_of(summaries: list[dict[str, Any]], columns: list[str]) -> list[dict[str, Any]]:
@@ -81,4 +80,4 @@ def compare_runs(run_dirs: list[str], columns: list[str]) -> str:
 
 
 def load_comparison(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / "comparison.json").read_text())
+    return read_json(folder / "comparison.json")

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from paralab.errors import ConfigError, RunFolderError
-from paralab.platform.config import config_dir, group_options, load, validate_section
+from paralab.platform.config import config_dirs, config_file, group_options, load, validate_section
 from paralab.platform.tracking import CONFIG, SUMMARY, read_json, write_json
 
 STATE = "suite.json"  # the suite name, user overrides and run selection, for --resume
@@ -58,9 +58,10 @@ def load_suite(name: str) -> Suite:
     if name not in options:
         raise ConfigError(
             f"unknown benchmark suite {name!r}. Choose one of: {', '.join(options)} "
-            f"(files in {config_dir() / 'benchmark'})"
+            f"(files in {', '.join(str(d / 'benchmark') for d in config_dirs())})"
         )
-    raw = yaml.safe_load((config_dir() / "benchmark" / f"{name}.yaml").read_text()) or {}
+    path = config_file("benchmark", name)  # the first config layer that has it
+    raw = yaml.safe_load(path.read_text()) if path else {}
     suite: Suite = validate_section(f"benchmark {name}", raw, Suite)
     names = [r.name for r in suite.runs]
     if not names:
@@ -100,6 +101,8 @@ def resume_suite(folder: str | Path) -> Path:
             f"--resume {folder}: no {STATE} there. Give a folder made by `paralab bench`"
         )
     state = read_json(folder / STATE)
+    for summary in sorted(folder.glob(f"*/{SUMMARY}")):  # a damaged one stops us before any run
+        read_json(summary)
     suite = load_suite(state["suite"])
     runs = select_runs(state["suite"], suite, state.get("only"))
     configs, datasets = _prepare_runs(state["suite"], suite, runs, state.get("overrides", []))

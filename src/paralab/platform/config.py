@@ -1,9 +1,11 @@
 """Compose a run config with Hydra, then validate it strictly against typed schemas.
 
 Composition: ``configs/config.yaml`` plus the groups model/ data/ paradigm/ trainer/, an
-experiment from ``configs/experiment/`` and the user's ``key=value`` overrides. Validation: the top
-level against :class:`RunConfig`; each component section against the config dataclass that its
-registered component declares. A typo, a wrong type or an unknown name raises
+experiment from ``configs/experiment/`` and the user's ``key=value`` overrides. ``configs/`` is a
+stack of layers (:func:`config_dirs`): the user's folders from ``$PARALAB_CONFIG_DIR`` over the
+configs shipped inside the package, so a user adds one experiment without copying every group.
+Validation: the top level against :class:`RunConfig`; each component section against the config
+dataclass that its registered component declares. A typo, a wrong type or an unknown name raises
 :class:`ConfigError` naming the key and the valid choices.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, fields, is_dataclass
 from pathlib import Path
@@ -24,45 +27,79 @@ from omegaconf.errors import (
     ValidationError,
 )
 
-from paralab.errors import ConfigError, UnknownComponentError
+from paralab.errors import ConfigError, RunFolderError, UnknownComponentError
+from paralab.platform.bounds import check_bounds
 from paralab.platform.registry import Registry
-from paralab.platform.schema import WANDB_MODES, RunConfig
+from paralab.platform.schema import RunConfig
 
 CONFIG_DIR_ENV = "PARALAB_CONFIG_DIR"
 
 
 def config_dir() -> Path:
-    """$PARALAB_CONFIG_DIR, else the ``configs/`` folder shipped inside the package."""
-    if os.environ.get(CONFIG_DIR_ENV):
-        return Path(os.environ[CONFIG_DIR_ENV]).resolve()
+    """The ``configs/`` folder shipped inside the package (package data): the bottom layer."""
     return Path(__file__).resolve().parents[1] / "configs"
 
 
+def config_dirs() -> list[Path]:
+    """The config layers, first wins: each folder named in ``$PARALAB_CONFIG_DIR`` (several are
+    separated by ``os.pathsep``), then the packaged configs.
+
+    A user folder holds only what it adds or replaces (``experiment/mine.yaml``); a file with a
+    packaged file's name replaces it, so a full copy of the configs still works as before.
+    """
+    value = os.environ.get(CONFIG_DIR_ENV, "")
+    user = [Path(p).expanduser().resolve() for p in value.split(os.pathsep) if p.strip()]
+    for folder in user:
+        if not folder.is_dir():
+            raise ConfigError(
+                f"{CONFIG_DIR_ENV}={value}: {folder} is not a folder. Point it at a folder of "
+                "config groups (e.g. one holding experiment/mine.yaml), or unset it"
+            )
+    return list(dict.fromkeys([*user, config_dir()]))
+
+
+def config_file(group: str, name: str) -> Path | None:
+    """``<group>/<name>.yaml`` from the first layer that has it (what Hydra composes)."""
+    for folder in config_dirs():
+        path = folder / group / f"{name}.yaml"
+        if path.is_file():
+            return path
+    return None
+
+
 def group_options(group: str) -> list[str]:
-    """The names a config group offers (the yaml files in ``configs/<group>/``)."""
-    folder = config_dir() / group
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    """The names a config group offers: the yaml files in ``<layer>/<group>/`` of every layer."""
+    names = {p.stem for folder in config_dirs() for p in (folder / group).glob("*.yaml")}
+    return sorted(names)
+
+
+def _group_folders(group: str) -> str:
+    """Where a group's files are looked for, for error messages."""
+    return ", ".join(str(folder / group) for folder in config_dirs())
 
 
 def compose(experiment: str, overrides: Sequence[str] = ()) -> DictConfig:
     """Hydra composition of ``experiment`` plus overrides, as a plain resolved DictConfig."""
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
     from hydra.errors import HydraException
+
+    from paralab.platform.hydra_compat import initialize_layers
 
     experiments = group_options("experiment")
     if experiment not in experiments:
         raise ConfigError(
             f"unknown experiment {experiment!r}{_suggest(experiment, experiments)}. "
-            f"Choose one of: {', '.join(experiments)} (files in {config_dir() / 'experiment'})"
+            f"Choose one of: {', '.join(experiments)} (files in {_group_folders('experiment')})"
         )
     for override in overrides:
         if "=" not in override:
             raise ConfigError(f"override {override!r} is not key=value (e.g. trainer.max_epochs=3)")
+        _refuse_hydra_key(override)
     overrides = list(overrides)
+    layers = config_dirs()
     while True:
         try:
-            with initialize_config_dir(str(config_dir()), version_base="1.3"):
+            with initialize_layers(layers):
                 cfg = hydra_compose("config", [f"experiment={experiment}", *overrides])
             break
         except (HydraException, OmegaConfBaseException) as error:
@@ -89,7 +126,51 @@ def _append_unknown_key(message: str, overrides: list[str]) -> list[str] | None:
     return None
 
 
+def _refuse_hydra_key(override: str) -> None:
+    """``hydra.*`` overrides compose without effect: paralab runs no Hydra app. Refuse them."""
+    key = override.split("=", 1)[0].lstrip("+~")
+    if key == "hydra" or key.startswith(("hydra.", "hydra/")):
+        raise ConfigError(
+            f"{override!r}: paralab does not use Hydra's own settings (hydra.*); a run's folder "
+            "is output_dir/<name>-<time>. Set output_dir=... and name=... instead"
+        )
+
+
+def _explain_parse_error(overrides: list[str]) -> str | None:
+    """Which override Hydra's grammar refuses, and how to write it so that it parses."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_override(override)
+        except HydraException as error:
+            key, _, value = override.partition("=")
+            if not re.fullmatch(r"[+~]{0,2}[A-Za-z0-9_./@-]+", key):
+                return (
+                    f"override {override!r}: {key!r} is not a config key; keys are ASCII "
+                    "letters, digits and _ . / @, written bare (e.g. trainer.max_epochs=3). "
+                    "See them with: paralab run <experiment> --print-config"
+                )
+            reason = str(error).strip().splitlines()[0]
+            how = (
+                "Hydra reads non-ASCII characters only inside quotes"
+                if not value.isascii()
+                else f"Hydra could not parse it ({reason}); quote a value with special characters"
+            )
+            return (
+                f"override {override!r}: {how}. Write it as '{key}=\"{value}\"' "
+                "(with the outer single quotes in a shell)"
+            )
+    return None
+
+
 def _explain_hydra_error(message: str, overrides: list[str]) -> str:
+    if "override_grammar" in message or "LexerNoViableAlt" in message:
+        explained = _explain_parse_error(overrides)
+        if explained:
+            return explained
     for override in overrides:
         key, _, value = override.partition("=")
         if f"Could not find '{key}/{value}'" in message:
@@ -129,6 +210,7 @@ def validate_section(section: str, values: Any, schema: type) -> Any:
         raise ConfigError(f"{key}: {str(error).splitlines()[0]}") from None
     except OmegaConfBaseException as error:
         raise ConfigError(f"{section}: {str(error).splitlines()[0]}") from None
+    check_bounds(section, obj)
     return obj
 
 
@@ -183,10 +265,6 @@ def validate(cfg: DictConfig | dict) -> ResolvedConfig:
     run.model = validate_component("model", plain.get("model"), MODELS)
     run.data = validate_component("data", plain.get("data"), DATASETS)
     run.paradigm = validate_component("paradigm", plain.get("paradigm"), PARADIGMS)
-    if run.tracking.wandb not in WANDB_MODES:
-        raise ConfigError(
-            f"tracking.wandb={run.tracking.wandb!r}: choose one of {', '.join(WANDB_MODES)}"
-        )
     return ResolvedConfig(run, plain)
 
 
@@ -196,4 +274,17 @@ def load(experiment: str, overrides: Sequence[str] = ()) -> ResolvedConfig:
 
 def load_saved(path: Path) -> ResolvedConfig:
     """Validate the ``config.yaml`` that a run folder holds."""
-    return validate(OmegaConf.load(path))
+    import yaml
+
+    way_out = (
+        "Restore that file, or start the run afresh with `paralab run <experiment>` "
+        "(the same settings as key=value overrides)"
+    )
+    try:
+        saved = OmegaConf.load(path)
+    except (yaml.YAMLError, UnicodeDecodeError, OmegaConfBaseException) as error:
+        reason = str(error).strip().splitlines()[0]
+        raise RunFolderError(f"{path} is not valid YAML ({reason}). {way_out}") from None
+    if not isinstance(saved, DictConfig) or not saved:
+        raise RunFolderError(f"{path} holds no run config (a mapping of keys). {way_out}")
+    return validate(saved)

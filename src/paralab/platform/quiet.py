@@ -22,7 +22,6 @@ IGNORED_WARNINGS = [
     r".*litlogger.*",
     r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
     r".*Consider setting `persistent_workers=True`.*",
-    r".*You are using `torch.load` with `weights_only=False`.*",
     r".*torch.use_deterministic_algorithms.*",
     r".*LeafSpec.*",
     r".*Experiment logs directory .* exists and is not empty.*",

@@ -6,6 +6,7 @@ runs before the run folder is created, so bad input leaves nothing behind.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -16,8 +17,10 @@ from typing import Any
 
 from paralab.errors import ParalabError, RunFailedError, RunFolderError
 from paralab.platform import tracking
+from paralab.platform.checkpoints import check_checkpoints
 from paralab.platform.config import ResolvedConfig, load_saved
 from paralab.platform.data import DATASETS, ClassificationData
+from paralab.platform.interrupts import sigint_is_interrupt
 from paralab.platform.models import MODELS, Classifier, InputSpec
 from paralab.platform.quiet import quiet
 from paralab.platform.tasks.optim import check_optim
@@ -113,6 +116,7 @@ def execute(
     ``run_dir`` given means resume: the folder exists and its checkpoints are continued.
     ``data`` given skips loading it (a suite loads each distinct dataset config once).
     """
+    previous = check_resumable(run_dir) if run_dir is not None else {}
     data, paradigm = prepare(config, data)
     resuming = run_dir is not None
     owner = tracking.is_global_zero()
@@ -125,12 +129,14 @@ def execute(
         tracking.write_config(run_dir, config.plain)
         os.environ[tracking.RUN_DIR_ENV] = str(run_dir)
     summary = _start_summary(config, paradigm, run_dir, resuming)
+    summary["started"] = previous.get("started", summary["started"])
     seed_everything(config.seed)
-    tracker = tracking.Tracker(run_dir, config.plain, config.tracking)
+    tracker = tracking.Tracker(run_dir, config.plain, config.tracking, resuming=resuming)
     ctx = RunContext(config, data, run_dir, tracker, resuming, list(callbacks or []))
-    started = time.perf_counter()
+    started = time.perf_counter() - _wall_time(previous)  # a resumed run counts its earlier parts
     try:
-        metrics = paradigm.run(ctx)
+        with sigint_is_interrupt():  # Ctrl-C is KeyboardInterrupt under every paradigm
+            metrics = paradigm.run(ctx)
     except ParalabError as error:
         if not isinstance(error, RunFailedError):
             tracker.finish("failed")
@@ -158,14 +164,38 @@ def execute(
 
 
 def _close_failed(summary, run_dir, tracker, owner, status, error, started) -> None:
-    """Record why a started run stopped, keep its folder for --resume, and say how."""
+    """Record why a started run stopped, keep its folder for --resume, and say how (a diverged
+    run would diverge again from its checkpoint: its message says to start a new one)."""
+    from paralab.platform.divergence import DivergedError
+
     summary.update(status=status, error=f"{type(error).__name__}: {error}",
                    wall_time_s=round(time.perf_counter() - started, 3))  # fmt: skip
     if owner:
         tracking.write_json(run_dir / tracking.SUMMARY, summary)
-        print(f"run {status}; its folder: {run_dir}; continue it with: "
-              f"paralab run --resume {run_dir}", file=sys.stderr)  # fmt: skip
+        hint = "" if isinstance(error, DivergedError) else (
+            f"; continue it with: paralab run --resume {run_dir}")  # fmt: skip
+        print(f"run {status}; its folder: {run_dir}{hint}", file=sys.stderr)
     tracker.finish("failed")
+
+
+def check_resumable(run_dir: Path) -> dict[str, Any]:
+    """Read what a resume continues, before anything in ``run_dir`` is written: the previous
+    summary (``{}`` if the run stopped before writing one), every checkpoint (loaded as data
+    only) and ``metrics.csv``. A damaged file is a :class:`RunFolderError` naming it."""
+    summary_path = run_dir / tracking.SUMMARY
+    previous = tracking.read_json(summary_path) if summary_path.is_file() else {}
+    check_checkpoints(run_dir)
+    if (run_dir / tracking.METRICS).is_file():
+        tracking.read_metrics(run_dir / tracking.METRICS)
+    return previous
+
+
+def _wall_time(summary: dict[str, Any]) -> float:
+    """The seconds an earlier part of the run took (0 for a fresh run or an unknown value)."""
+    value = summary.get("wall_time_s")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    return float(value) if math.isfinite(value) and value >= 0 else 0.0
 
 
 def _start_summary(config: ResolvedConfig, paradigm, run_dir: Path, resuming: bool) -> dict:
@@ -187,10 +217,29 @@ def _start_summary(config: ResolvedConfig, paradigm, run_dir: Path, resuming: bo
 
 
 def resume(run_dir: str | Path, callbacks: list[Any] | None = None) -> dict[str, Any]:
-    """Continue an interrupted run from its last checkpoint, with its saved config."""
+    """Continue an interrupted run from its last checkpoint, with its saved config.
+
+    A run whose summary says ``completed`` is not trained again: its summary is returned as it
+    is (every paradigm's checkpoint would otherwise start over or repeat its last part).
+    """
     path = Path(run_dir).expanduser()
     if not (path / tracking.CONFIG).is_file():
         raise RunFolderError(
             f"--resume {path}: no {tracking.CONFIG} there. Give a folder made by `paralab run`"
         )
-    return execute(load_saved(path / tracking.CONFIG), run_dir=path, callbacks=callbacks)
+    config = load_saved(path / tracking.CONFIG)
+    summary_path = path / tracking.SUMMARY
+    if summary_path.is_file() and tracking.is_global_zero():
+        summary = tracking.read_json(summary_path)
+        if summary.get("status") == "completed":
+            print(f"{path}: this run completed earlier; nothing to resume (its folder is "
+                  "unchanged)", file=sys.stderr)  # fmt: skip
+            return _as_returned(summary, path)
+    return execute(config, run_dir=path, callbacks=callbacks)
+
+
+def _as_returned(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """A saved summary as :func:`execute` returns one: metrics as floats (``null``, a diverged
+    value, back to NaN) and ``run_dir`` where the folder is now."""
+    metrics = {k: float("nan") if v is None else v for k, v in summary.get("metrics", {}).items()}
+    return {**summary, "metrics": metrics, "run_dir": str(run_dir)}

@@ -7,7 +7,9 @@ paradigm trains with a Lightning Trainer or with its own loop (continual, federa
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
 import platform as _stdlib_platform
 import sys
@@ -22,6 +24,7 @@ RUN_DIR_ENV = "PARALAB_RUN_DIR"
 SUMMARY = "summary.json"
 CONFIG = "config.yaml"
 CHECKPOINTS = "checkpoints"
+METRICS = "metrics.csv"
 
 
 def is_global_zero() -> bool:
@@ -30,25 +33,78 @@ def is_global_zero() -> bool:
 
 
 def new_run_folder(output_dir: str | Path, name: str) -> Path:
-    """``output_dir/<name>-<timestamp>``, with a counter if that exists; created empty."""
+    """``output_dir/<name>-<timestamp>``, with a counter if that exists; created empty.
+
+    Always a direct child of ``output_dir``: a name that is not one safe folder name, or an
+    output_dir where no folder can be made, is a :class:`RunFolderError` (nothing is created).
+    Validation refuses both earlier; this guards configs changed in Python after validation.
+    """
+    from paralab.errors import RunFolderError
+    from paralab.platform.schema import output_dir_problem, run_name_problem
+
+    problem = run_name_problem(name) or output_dir_problem(str(output_dir))
+    if problem:
+        raise RunFolderError(f"run folder {name!r} in {output_dir}: {problem}")
     base = Path(output_dir).expanduser() / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, n = base, 1
     while path.exists():
         n += 1
         path = base.with_name(f"{base.name}-{n}")
-    path.mkdir(parents=True)
+    try:
+        path.mkdir(parents=True)
+    except OSError as error:
+        raise RunFolderError(
+            f"cannot create the run folder {path} ({error.strerror}). "
+            "Set output_dir= a folder you can write, e.g. output_dir=runs"
+        ) from None
     return path
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON atomically (a reader never sees half a file)."""
+    """Write strict JSON atomically (a reader never sees half a file).
+
+    NaN and infinities (a diverged metric) become ``null``: bare ``NaN`` is not JSON, and
+    strict parsers (``jq``, JavaScript, ``json.loads(parse_constant=...)``) refuse the file.
+    """
+    text = json.dumps(_finite(payload), indent=2, sort_keys=False, default=str, allow_nan=False)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+    tmp.write_text(text + "\n")
     tmp.replace(path)
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None``, containers walked."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
+    """A JSON object from ``path``; a damaged file is a RunFolderError naming it."""
+    from paralab.errors import RunFolderError
+
+    try:
+        payload = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        reason = f"is not valid JSON ({error})"
+    else:
+        if isinstance(payload, dict):
+            return payload
+        reason = f"holds a JSON {type(payload).__name__}, not an object"
+    raise RunFolderError(f"{path} {reason}. {JSON_REMEDY.get(path.name, JSON_REMEDY[''])}")
+
+
+JSON_REMEDY = {
+    SUMMARY: "A run writes it when it ends: restore it, or delete that run folder and run it "
+    "again (`paralab bench --resume` reruns a suite's missing runs)",
+    "comparison.json": "`paralab bench --resume <bench folder>` writes it again",
+    "suite.json": "Restore it, or run the suite again with `paralab bench <suite>`",
+    "": "Restore it, or run again what wrote it",
+}
 
 
 def versions() -> dict[str, str]:
@@ -64,16 +120,22 @@ def versions() -> dict[str, str]:
 
 
 class Tracker:
-    """Loggers for one run folder. Only the global-zero process writes."""
+    """Loggers for one run folder. Only the global-zero process writes.
 
-    def __init__(self, run_dir: Path, plain_config: dict[str, Any], tracking) -> None:
+    ``resuming``: ``metrics.csv`` keeps the rows of the run so far
+    (:func:`paralab.platform.lightning_compat.history_csv_logger`).
+    """
+
+    def __init__(
+        self, run_dir: Path, plain_config: dict[str, Any], tracking, resuming: bool = False
+    ) -> None:
         self.run_dir = run_dir
-        self.loggers = self._make_loggers(plain_config, tracking)
+        self.loggers = self._make_loggers(plain_config, tracking, resuming)
 
-    def _make_loggers(self, plain_config: dict[str, Any], tracking) -> list:
-        from lightning.pytorch.loggers import CSVLogger
+    def _make_loggers(self, plain_config: dict[str, Any], tracking, resuming: bool) -> list:
+        from paralab.platform.lightning_compat import history_csv_logger
 
-        loggers: list = [CSVLogger(str(self.run_dir), name="", version="")]
+        loggers: list = [history_csv_logger(self.run_dir, resuming)]
         if tracking.wandb != "disabled" and is_global_zero():
             from lightning.pytorch.loggers import WandbLogger
 
@@ -107,6 +169,38 @@ class Tracker:
             wandb.teardown()
 
 
+def read_metrics(path: Path) -> tuple[list[dict[str, str]], list[str]]:
+    """The rows and column names of a ``metrics.csv``; a damaged file is a RunFolderError."""
+    from paralab.errors import RunFolderError
+
+    try:
+        with path.open(newline="") as file:
+            reader = csv.DictReader(file)
+            rows = []
+            for row in reader:
+                if None in row:
+                    raise ValueError(f"line {reader.line_num} has more fields than the header")
+                float(row.get("step") or 0)  # a step that is not a number raises here
+                rows.append(row)
+            columns = sorted(reader.fieldnames or [])
+    except (csv.Error, UnicodeDecodeError, ValueError, TypeError) as error:
+        raise RunFolderError(
+            f"{path} is not a metrics table paralab wrote ({error}). Restore it, or delete it "
+            "(the resumed run then logs from its checkpoint on)"
+        ) from None
+    return rows, columns
+
+
+def write_metrics(path: Path, rows: list[dict[str, str]], columns: list[str]) -> None:
+    """Write ``rows`` atomically: a crash mid-write leaves the previous file."""
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
 def _quiet_wandb_settings():
     import wandb
 
@@ -123,4 +217,8 @@ def summary_of(run_dir: Path) -> dict[str, Any]:
     path = run_dir / SUMMARY
     if not path.is_file():
         raise RunFolderError(f"{run_dir} holds no {SUMMARY}: is it a paralab run folder?")
-    return read_json(path)
+    summary = read_json(path)
+    missing = [k for k in ("name", "paradigm", "model", "dataset") if k not in summary]
+    if missing:
+        raise RunFolderError(f"{path} lacks {', '.join(missing)}. {JSON_REMEDY[SUMMARY]}")
+    return summary

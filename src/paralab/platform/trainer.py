@@ -26,6 +26,35 @@ class RngStateInCheckpoint(Callback):
             torch.set_rng_state(checkpoint["paralab_torch_rng"])
 
 
+LAST = "last"  # last.ckpt: what --resume continues from
+
+
+def checkpoint_callbacks(dirpath: str) -> list[ModelCheckpoint]:
+    """The best epoch by ``val/acc`` (``epochNNN.ckpt``) and ``last.ckpt`` after every epoch.
+
+    Lightning 2.6 writes ``save_last`` only when a top-k checkpoint was written in the same step,
+    i.e. when ``val/acc`` improved, so ``--resume`` would redo the epochs since the best one. A
+    second, unmonitored checkpoint named ``last`` is written every epoch instead. Lightning runs
+    them in this order, so ``last.ckpt`` holds the best checkpoint's updated state.
+    """
+    best = ModelCheckpoint(
+        dirpath=dirpath,
+        filename="epoch{epoch:03d}",
+        auto_insert_metric_name=False,
+        save_top_k=1,
+        monitor="val/acc",
+        mode="max",
+    )
+    last = ModelCheckpoint(
+        dirpath=dirpath,
+        filename=LAST,
+        save_top_k=1,
+        every_n_epochs=1,
+        enable_version_counter=False,
+    )
+    return [best, last]
+
+
 class Throughput(Callback):
     """Training images per second, timed from each epoch's first batch to its last (no eval)."""
 
@@ -60,6 +89,75 @@ class EpochLine(Callback):
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {text}", file=sys.stderr)
 
 
+class DivergenceCheck(Callback):
+    """Stop the fit once the epoch's training loss is NaN or infinite (:mod:`.divergence`).
+
+    The loss is summed on the device (no host sync per batch) and checked before validation,
+    so the checkpoint written after validation never holds a diverged model, and at the end of
+    the epoch for runs without validation. The :class:`DivergedError` raised here leaves
+    ``trainer.fit`` as it is (Lightning tears down and re-raises the original exception).
+    """
+
+    def __init__(self) -> None:
+        self._total: torch.Tensor | None = None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._total = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            loss = loss.detach().sum()
+            self._total = loss if self._total is None else self._total + loss
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self._check(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._check(trainer)
+
+    def _check(self, trainer) -> None:
+        from paralab.platform.divergence import check_finite
+
+        if self._total is not None:
+            where = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+            check_finite({"train/loss": float(self._total)}, where=where)
+
+
+class CountTestImages(Callback):
+    """Counts the test images seen by every process (``test/images``): under DDP each image
+    must be tested exactly once (see :func:`eval_sampler`)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self._seen = 0
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self._seen += len(batch[1])
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        seen = torch.tensor(float(self._seen), device=pl_module.device)
+        self.count = int(trainer.strategy.reduce(seen, reduce_op="sum").item())
+
+
+def eval_sampler(dataset, trainer: L.Trainer):
+    """A sampler that hands each process a disjoint part of ``dataset`` under DDP, so every
+    image is evaluated exactly once (Lightning's default pads the parts by repeating images,
+    which counts some twice); ``None`` (in order, whole) in a single process, or when there are
+    fewer images than processes (a process without a batch would stall the others). Metrics sync
+    uneven parts correctly: torchmetrics sums counts, Lightning weights means by batch size."""
+    if trainer.world_size <= 1 or len(dataset) < trainer.world_size:
+        return None
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+    return UnrepeatedDistributedSampler(
+        dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+    )
+
+
 def build_trainer(
     cfg: TrainerConfig,
     tracker: Tracker | None,
@@ -69,21 +167,11 @@ def build_trainer(
     **overrides: Any,
 ) -> L.Trainer:
     show_bar = sys.stderr.isatty() if cfg.progress_bar is None else cfg.progress_bar
-    all_callbacks: list[Callback] = [RngStateInCheckpoint()]
+    all_callbacks: list[Callback] = [RngStateInCheckpoint(), DivergenceCheck()]
     if not show_bar:
         all_callbacks.append(EpochLine())
     if checkpoints and tracker is not None:
-        all_callbacks.append(
-            ModelCheckpoint(
-                dirpath=str(tracker.checkpoint_dir),
-                filename="epoch{epoch:03d}",
-                auto_insert_metric_name=False,
-                save_last=True,
-                save_top_k=1,
-                monitor="val/acc",
-                mode="max",
-            )
-        )
+        all_callbacks += checkpoint_callbacks(str(tracker.checkpoint_dir))
     all_callbacks += callbacks or []
     options: dict[str, Any] = dict(
         max_epochs=cfg.max_epochs,

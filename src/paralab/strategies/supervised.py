@@ -12,6 +12,22 @@ from paralab.platform.runner import RunContext
 from paralab.strategies.registry import Paradigm, ParadigmConfig, register_paradigm
 
 
+def eval_loader(dataset, batch_size: int, trainer):
+    """Validation or test batches in order; under DDP each process takes its own part and every
+    image is evaluated exactly once (:func:`paralab.platform.trainer.eval_sampler`)."""
+    from torch.utils.data import DataLoader
+
+    from paralab.platform.data import make_loader
+    from paralab.platform.trainer import eval_sampler
+
+    loader = make_loader(dataset, batch_size, shuffle=False)
+    sampler = eval_sampler(dataset, trainer)
+    if sampler is None:
+        return loader
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                      collate_fn=loader.collate_fn)  # fmt: skip
+
+
 @dataclass
 class SupervisedConfig(ParadigmConfig):
     name: str = "supervised"
@@ -22,26 +38,47 @@ class SupervisedConfig(ParadigmConfig):
 class Supervised(Paradigm):
     """Train on all data at once (Lightning Trainer), then evaluate on the test split."""
 
+    def check(self, config, data) -> None:
+        """Build the Trainer once, without loggers or checkpoints (it writes nothing): settings
+        Lightning refuses (a strategy without its GPU or package, CPU device ids) surface here."""
+        from paralab.errors import ConfigError
+        from paralab.platform.trainer import build_trainer
+
+        try:
+            build_trainer(config.trainer, None, checkpoints=False)
+        except Exception as error:  # Lightning raises ValueError, TypeError, ImportError...
+            t = config.trainer
+            reason = " ".join(str(error).split()) or type(error).__name__
+            raise ConfigError(
+                f"trainer.accelerator={t.accelerator} trainer.devices={t.devices} "
+                f"trainer.strategy={t.strategy} trainer.precision={t.precision}: Lightning "
+                f"refuses this combination: {reason}"
+            ) from None
+
     def run(self, ctx: RunContext) -> dict[str, float]:
         from paralab.platform.data import make_loader
-        from paralab.platform.trainer import Throughput, build_trainer
+        from paralab.platform.trainer import CountTestImages, Throughput, build_trainer
 
         data, dcfg = ctx.data, ctx.config.data
         task = ctx.build_task()
-        throughput = Throughput()
+        throughput, tested = Throughput(), CountTestImages()
         trainer = build_trainer(
             ctx.config.trainer, ctx.tracker, checkpoints=ctx.config.tracking.checkpoints,
-            callbacks=[throughput, *ctx.callbacks],
+            callbacks=[throughput, tested, *ctx.callbacks],
         )  # fmt: skip
         train = make_loader(data.train, dcfg.batch_size, shuffle=True, seed=ctx.config.seed,
                             num_workers=dcfg.num_workers)  # fmt: skip
-        val = make_loader(data.val, dcfg.eval_batch_size, shuffle=False)
-        trainer.fit(task, train, val if len(data.val) else None, ckpt_path=ctx.last_checkpoint())
+        val = eval_loader(data.val, dcfg.eval_batch_size, trainer)
+        # weights_only: a run folder may come from anywhere; Lightning's default follows torch's
+        # (which TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD can turn off)
+        trainer.fit(task, train, val if len(data.val) else None, ckpt_path=ctx.last_checkpoint(),
+                    weights_only=True)  # fmt: skip
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if self.cfg.test:
-            trainer.test(task, make_loader(data.test, dcfg.eval_batch_size, shuffle=False),
-                         verbose=False)  # fmt: skip
+            test = eval_loader(data.test, dcfg.eval_batch_size, trainer)
+            trainer.test(task, test, verbose=False)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+            metrics["test/images"] = tested.count
         metrics.update(epochs=trainer.current_epoch, steps=trainer.global_step,
                        world_size=trainer.world_size)  # fmt: skip
         metrics["time/train_images_per_s"] = throughput.images_per_second

@@ -15,6 +15,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from paralab.errors import ConfigError
+from paralab.platform.bounds import bounded, limits
+
+AUGMENTATIONS = ("hflip", "crop")
 
 
 @dataclass
@@ -24,16 +27,13 @@ class DataConfig:
     name: str = "digits"
     root: str | None = None
     download: bool = False
-    val_fraction: float = 0.1
-    split_seed: int = 0
-    train_limit: int | None = None
-    batch_size: int = 128
-    eval_batch_size: int = 512
-    num_workers: int = 0
-    augment: list[str] = field(default_factory=list)
-
-
-AUGMENTATIONS = ("hflip", "crop")
+    val_fraction: float = bounded(0.1, ge=0, lt=1)  # 0: no validation split
+    split_seed: int = bounded(0, ge=0)
+    train_limit: int | None = bounded(None, ge=1)
+    batch_size: int = bounded(128, ge=1)
+    eval_batch_size: int = bounded(512, ge=1)
+    num_workers: int = bounded(0, ge=0)
+    augment: list[str] = field(default_factory=list, metadata=limits(choices=AUGMENTATIONS))
 
 
 class InMemoryImages(Dataset):
@@ -133,21 +133,19 @@ def build_classification_data(
     cfg: DataConfig,
 ) -> ClassificationData:
     """Split a validation set off the training images (seeded) and wrap all splits."""
-    unknown = sorted(set(cfg.augment) - set(AUGMENTATIONS))
-    if unknown:
-        raise ConfigError(
-            f"data.augment: unknown augmentation(s) {unknown}. Choose from {list(AUGMENTATIONS)}"
-        )
-    if not 0.0 <= cfg.val_fraction < 1.0:
-        raise ConfigError(f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
     images, targets = train
     order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(cfg.split_seed))
     n_val = round(cfg.val_fraction * len(targets))
     val_idx, train_idx = order[:n_val], order[n_val:]
     if cfg.train_limit is not None:
-        if cfg.train_limit <= 0:
-            raise ConfigError(f"data.train_limit must be positive, got {cfg.train_limit}")
         train_idx = train_idx[: cfg.train_limit]
+    if len(train_idx) == 0 or len(test[1]) == 0:
+        split = "training" if len(train_idx) == 0 else "test"
+        raise ConfigError(
+            f"data: the {split} split of {name} is empty ({len(targets)} training and "
+            f"{len(test[1])} test images, data.val_fraction={cfg.val_fraction}). Lower the "
+            "fractions that split it off, or give more images"
+        )
     train_images = images[train_idx]
     mean, std = channel_stats(train_images)
     return ClassificationData(

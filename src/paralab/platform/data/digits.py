@@ -6,13 +6,14 @@ from dataclasses import dataclass
 
 import torch
 
+from paralab.platform.bounds import bounded
 from paralab.platform.data.base import ClassificationData, DataConfig, build_classification_data
 from paralab.platform.data.registry import register_dataset
 
 
 @dataclass
 class DigitsConfig(DataConfig):
-    test_fraction: float = 0.2
+    test_fraction: float = bounded(0.2, gt=0, lt=1)
 
 
 @register_dataset("digits", config=DigitsConfig, task="classification")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from paralab.errors import ConfigError, DatasetNotFoundError
+from paralab.errors import ConfigError, DatasetNotFoundError, ParalabError
+from paralab.platform.bounds import bounded
 from paralab.platform.data.base import ClassificationData, DataConfig, build_classification_data
 from paralab.platform.data.registry import register_dataset
 
@@ -15,9 +16,9 @@ from paralab.platform.data.registry import register_dataset
 @dataclass
 class ImageFolderConfig(DataConfig):
     path: str = "???"
-    image_size: int = 32
+    image_size: int = bounded(32, ge=1)
     grayscale: bool = False
-    test_fraction: float = 0.2
+    test_fraction: float = bounded(0.2, gt=0, lt=1)  # unused with test_path
     test_path: str | None = None
 
 
@@ -38,12 +39,33 @@ def _load(path: Path, cfg: ImageFolderConfig, classes: list[str] | None = None):
         folder = ImageFolder(str(path), transform=T.Compose(steps))
     except FileNotFoundError as error:
         raise DatasetNotFoundError(f"data.path: {error}") from None
-    if classes is not None and folder.classes != classes:
+    key = "data.path" if classes is None else "data.test_path"
+    if classes is None and len(folder.classes) < 2:
         raise ConfigError(
-            f"data.test_path: its classes {folder.classes} differ from data.path's {classes}"
+            f"data.path: {path} holds {len(folder.classes)} class folder(s) {folder.classes}; "
+            "classification needs at least 2. Give a folder with one sub-folder of images per class"
         )
-    images = torch.stack([folder[i][0] for i in range(len(folder))])
-    return folder.classes, images, torch.tensor(folder.targets)
+    if classes is not None and folder.classes != classes:
+        raise ConfigError(f"{key}: its classes {folder.classes} differ from data.path's {classes}")
+    return folder.classes, _read_images(folder, key), torch.tensor(folder.targets)
+
+
+def _read_images(folder, key: str) -> torch.Tensor:
+    """Every image of the folder, or one error naming the file that cannot be read."""
+    images = []
+    for i, (file, _) in enumerate(folder.samples):
+        try:
+            images.append(folder[i][0])
+        except (OSError, SyntaxError, ValueError) as error:  # PIL: unreadable or truncated
+            from PIL import UnidentifiedImageError
+
+            why = (
+                "not an image PIL can read" if isinstance(error, UnidentifiedImageError) else error
+            )
+            raise ParalabError(
+                f"{key}: cannot read the image {file} ({why}). Remove or replace that file"
+            ) from None
+    return torch.stack(images)
 
 
 @register_dataset("image_folder", config=ImageFolderConfig, task="classification")

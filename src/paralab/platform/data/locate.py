@@ -42,8 +42,8 @@ def find_files(
 
 
 def not_found(dataset: str, looked: Iterable[Path], how_to_get: str) -> DatasetNotFoundError:
-    where = "\n".join(f"  - {p}" for p in looked)
+    where = ", ".join(str(p) for p in looked)
     return DatasetNotFoundError(
-        f"dataset {dataset!r} is not on disk. Looked in:\n{where}\n"
+        f"dataset {dataset!r} is not on disk (looked in: {where}). "
         f"Get it: {how_to_get}, or point data.root=... (or ${DATA_DIR_ENV}) at a copy."
     )

@@ -7,21 +7,21 @@ from collections.abc import Iterable
 import torch
 
 from paralab.errors import ConfigError
-from paralab.platform.schema import OptimConfig
+from paralab.platform.bounds import check_bounds
+from paralab.platform.schema import OPTIMIZERS, SCHEDULERS, OptimConfig
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULERS = ("none", "cosine", "step", "onecycle")
+__all__ = ["OPTIMIZERS", "SCHEDULERS", "build_optimizer", "build_scheduler", "check_optim"]
 
 
 def check_optim(cfg: OptimConfig) -> None:
-    if cfg.name not in OPTIMIZERS:
-        raise ConfigError(f"optim.name={cfg.name!r}: choose one of {', '.join(OPTIMIZERS)}")
-    if cfg.scheduler not in SCHEDULERS:
+    """The declared ranges of :class:`OptimConfig` (for configs built in Python) and the
+    combinations torch refuses only when the optimizer is built."""
+    check_bounds("optim", cfg)
+    if cfg.name == "sgd" and cfg.nesterov and cfg.momentum == 0:
         raise ConfigError(
-            f"optim.scheduler={cfg.scheduler!r}: choose one of {', '.join(SCHEDULERS)}"
+            "optim.nesterov=true needs momentum (torch refuses it with optim.momentum=0). "
+            "Set optim.momentum=0.9 or optim.nesterov=false"
         )
-    if cfg.lr <= 0:
-        raise ConfigError(f"optim.lr must be positive, got {cfg.lr}")
 
 
 def build_optimizer(

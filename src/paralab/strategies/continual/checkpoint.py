@@ -1,44 +1,29 @@
 """One checkpoint after every experience: the strategy's state, the RNGs and the results so far.
 
-Avalanche strategies keep their memory in many shapes (replay buffers, EWC importances, the
-previous model of LwF, GEM's gradients, iCaRL's exemplars, DER's logits), so the checkpoint is
-the strategy's own attributes serialised with ``dill`` -- what Avalanche's ``save_checkpoint``
-does -- minus the data loaders and the current experience, which are rebuilt. Loading it needs
-``weights_only=False``: it is read only from the run's own folder, never from elsewhere.
-The optimizer (whose patched ``step`` does not pickle) travels as its ``state_dict`` plus the
-names of its parameters, and is rebuilt over the restored model.
+The file holds tensors and plain types only and is read with ``torch.load(weights_only=True)``:
+a run folder can come from anywhere (a colleague, a download), and a pickled object in it would
+run code on ``--resume``. :mod:`.state` turns the strategy's memory (replay buffers, importances,
+model copies) into data and back; the optimizer travels as its ``state_dict`` plus the names of
+its parameters and is rebuilt over the restored model; the RNG states as tensors and lists.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
 import random
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from paralab.errors import RunFolderError
+from paralab.platform.checkpoints import CHECKPOINT_REMEDY, unreadable
+
 FILE = "continual.pt"
-TRANSIENT = {
-    "optimizer",
-    "experience",
-    "adapted_dataset",
-    "dataloader",
-    "_plain_adapted",
-    "mbatch",
-    "mb_output",
-    "loss",
-    "_eval_streams",
-    "current_eval_stream",
-}
-#: Iterators do not pickle; a plugin holding one gets it rebuilt from what it iterates over.
-REBUILD_ITERATOR = {"buffer_dliter": lambda p: iter(p.buffer_dataloader or [])}  # A-GEM
-DROPPED = "_paralab_dropped_iterators"
+FORMAT = 2  # 1: the strategy pickled with dill (refused now: it could run code)
+REMEDY = CHECKPOINT_REMEDY
 
 
 @dataclass
@@ -54,10 +39,18 @@ class Progress:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {
+    """torch's, numpy's and Python's RNG states as tensors and plain types."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": {"version": version, "internal": list(internal), "gauss": gauss},
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -65,32 +58,51 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"].cpu())
+    saved = state["numpy"]
+    keys = saved["keys"].cpu().numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, saved["pos"], saved["has_gauss"], saved["cached"]))
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["internal"]), python["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def save(folder: Path, strategy: Any, progress: Progress) -> None:
     """Write atomically: an interrupted save leaves the previous checkpoint intact."""
-    import dill
+    from paralab.strategies.continual import state
 
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v for k, v in strategy.__dict__.items() if k not in TRANSIENT}
-    state["plugins"] = [_without_iterators(p) for p in state.get("plugins", [])]
     names = {id(p): n for n, p in strategy.model.named_parameters()}
     optimizer = strategy.optimizer
     order = [[names[id(p)] for p in group["params"]] for group in optimizer.param_groups]
     payload = {
-        "strategy": state,
-        "progress": progress,
+        "format": FORMAT,
+        "strategy": state.encode(strategy),
+        "progress": asdict(progress),
         "rng": rng_state(),
         "optimizer": {"state": optimizer.state_dict(), "params": order},
     }
     tmp = folder / (FILE + ".tmp")
-    torch.save(payload, tmp, pickle_module=dill)
+    torch.save(payload, tmp)
     tmp.replace(folder / FILE)
+
+
+def read(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The checkpoint's payload, loaded as data only; a file that is not one is a
+    :class:`RunFolderError` naming it."""
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # truncated, garbage, or holding objects weights_only refuses
+        raise RunFolderError(
+            f"continual checkpoint {path} cannot be loaded: {unreadable(error)}. {REMEDY}"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise RunFolderError(
+            f"{path} is not a continual checkpoint of this paralab version (format "
+            f"{payload.get('format', 1) if isinstance(payload, dict) else '?'}). {REMEDY}"
+        )
+    return payload
 
 
 def load(
@@ -98,38 +110,37 @@ def load(
     strategy: Any,
     device: torch.device,
     make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
+    train_datasets: Sequence[Any],
 ) -> Progress:
-    """Restore the strategy in place and the RNGs; a missing file means a fresh start."""
-    import dill
+    """Restore the strategy in place and the RNGs; a missing file means a fresh start.
+
+    ``train_datasets`` are the stream's training experiences, from which buffers are cut again.
+    """
+    from paralab.strategies.continual import state
 
     path = folder / FILE
     if not path.is_file():
         return Progress()
-    with contextlib.redirect_stdout(io.StringIO()):  # Avalanche prints every torch.device
-        payload = torch.load(path, pickle_module=dill, map_location=device, weights_only=False)
-    strategy.__dict__.update(payload["strategy"])
-    strategy.device = device
-    for plugin in strategy.plugins:
-        for name in plugin.__dict__.pop(DROPPED, []):
-            rebuild = REBUILD_ITERATOR.get(name)
-            setattr(plugin, name, rebuild(plugin) if rebuild else None)
+    payload = read(path, device)
+    try:
+        state.restore(strategy, payload["strategy"], train_datasets)
+        strategy.device = device
+        strategy.optimizer = _optimizer(strategy, payload["optimizer"], make_optimizer)
+        set_rng_state(payload["rng"])
+        progress = Progress(**payload["progress"])
+    except (state.StateError, KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
+        raise RunFolderError(
+            f"continual checkpoint {path} does not fit this run's strategy ({error}). {REMEDY}"
+        ) from None
+    return progress
+
+
+def _optimizer(strategy: Any, saved: dict[str, Any], make_optimizer) -> torch.optim.Optimizer:
+    """The optimizer rebuilt over the restored model, its groups in the saved order."""
     params = dict(strategy.model.named_parameters())
-    groups = payload["optimizer"]["params"]
+    groups = saved["params"]
     optimizer = make_optimizer([params[n] for n in groups[0]])
     for names in groups[1:]:
         optimizer.add_param_group({"params": [params[n] for n in names]})
-    optimizer.load_state_dict(payload["optimizer"]["state"])
-    strategy.optimizer = optimizer
-    set_rng_state(payload["rng"])
-    return payload["progress"]
-
-
-def _without_iterators(plugin: Any) -> Any:
-    names = [k for k, v in vars(plugin).items() if isinstance(v, Iterator)]
-    if not names:
-        return plugin
-    clone = copy.copy(plugin)
-    for name in names:
-        delattr(clone, name)
-    setattr(clone, DROPPED, names)
-    return clone
+    optimizer.load_state_dict(saved["state"])
+    return optimizer

@@ -35,6 +35,7 @@ from paralab.strategies.continual.config import ContinualConfig
 from paralab.strategies.continual.fastdata import FastDataMixin, PerItem
 from paralab.strategies.continual.methods import PLUGINS, STRATEGIES
 from paralab.strategies.continual.scenarios import Experience
+from paralab.strategies.continual.state import with_ids
 
 
 @torch.no_grad()
@@ -101,15 +102,39 @@ class ConfigSchedule(SupervisedPlugin):
             self.scheduler.step()
 
     def after_training_exp(self, strategy, **kwargs):
-        self.scheduler = None  # rebuilt next experience; keeps checkpoints picklable
+        self.scheduler = None  # rebuilt next experience (not saved in checkpoints)
+
+
+class LossWatch(SupervisedPlugin):
+    """The mean training loss of the current experience, for the divergence check.
+
+    Summed as a tensor (no host sync per iteration); read once per experience.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total, self.count = None, 0
+
+    def before_training_exp(self, strategy, **kwargs):
+        self.total, self.count = None, 0
+
+    def after_training_iteration(self, strategy, **kwargs):
+        loss = strategy.loss.detach()
+        self.total = loss if self.total is None else self.total + loss
+        self.count += 1
+
+    @property
+    def mean(self) -> float:
+        return float(self.total) / self.count if self.count else 0.0
 
 
 def to_benchmark(stream: list[Experience]):
     """An Avalanche scenario (train and test streams, task labels, class timeline)."""
-    train = [
-        _make_taskaware_classification_dataset(PerItem(e.train), task_labels=e.task_label)
-        for e in stream
-    ]
+    train, first = [], 0
+    for e in stream:  # numbered samples: checkpoints save buffers as these numbers
+        dataset = _make_taskaware_classification_dataset(PerItem(e.train), task_labels=e.task_label)
+        train.append(with_ids(dataset, first))
+        first += len(dataset)
     test = [
         _make_taskaware_classification_dataset(PerItem(e.test), task_labels=e.task_label)
         for e in stream
@@ -166,7 +191,7 @@ def build_strategy(
         getattr(avl_plugins, PLUGINS[p].avalanche_class)(**PLUGINS[p].options(cfg))
         for p in cfg.plugins
     ]
-    plugins.append(ConfigSchedule(optim_cfg, epochs))
+    plugins += [ConfigSchedule(optim_cfg, epochs), LossWatch()]
     with quiet_avalanche():
         evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=[])
     common: dict[str, Any] = dict(
@@ -189,9 +214,12 @@ def build_strategy(
 _EXP_ACC = re.compile(r"^Top1_Acc_Exp/eval_phase/test_stream/Task\d+/Exp(\d+)$")
 
 
-def train(strategy: SupervisedTemplate, experiences) -> None:
+def train(strategy: SupervisedTemplate, experiences) -> float:
+    """Train on ``experiences``; returns their mean training loss (NaN once training diverged)."""
     with quiet_avalanche():
         strategy.train(experiences)
+    watch = next(p for p in strategy.plugins if isinstance(p, LossWatch))
+    return watch.mean
 
 
 def evaluate(strategy: SupervisedTemplate, test_stream) -> list[float]:

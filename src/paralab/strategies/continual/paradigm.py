@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from paralab.errors import ConfigError
+from paralab.platform.divergence import check_finite
 from paralab.strategies.continual import checkpoint
 from paralab.strategies.continual.config import ContinualConfig
 from paralab.strategies.continual.devices import check_device, resolve_device
@@ -108,20 +109,24 @@ class Continual(Paradigm):
         progress = checkpoint.Progress()
         if ctx.resuming:
             progress = checkpoint.load(
-                folder, strategy, device, lambda params: build_optimizer(params, config.optim)
+                folder,
+                strategy,
+                device,
+                lambda params: build_optimizer(params, config.optim),
+                [exp.dataset for exp in benchmark.train_stream],
             )
         labels = [
             f"{i}:" + ",".join(map(str, e.classes)) if cfg.scenario != "domain" else str(i)
             for i, e in enumerate(stream)
         ]
         steps = [None] if cfg.strategy == "joint" else list(range(len(stream)))
-        for done in range(progress.next_experience):  # a resumed run's metrics.csv starts anew
-            self._log_step(ctx, progress, done, len(steps), labels, echo=False)
         for step in steps[progress.next_experience :]:
             started = time.perf_counter()
-            engine.train(
+            loss = engine.train(
                 strategy, benchmark.train_stream if step is None else benchmark.train_stream[step]
             )
+            where = f"experience {progress.next_experience + 1}/{len(steps)}"
+            check_finite({"train/loss": loss}, where=where)  # before a NaN model is saved
             progress.train_times.append(time.perf_counter() - started)
             progress.matrix.append(engine.evaluate(strategy, benchmark.test_stream))
             self._log_step(ctx, progress, progress.next_experience - 1, len(steps), labels)
@@ -149,7 +154,6 @@ class Continual(Paradigm):
         i: int,
         n_steps: int,
         labels: list[str],
-        echo: bool = True,
     ) -> None:
         """Log row ``i`` of the matrix (step = experience) and print one progress line."""
         row, seconds = progress.matrix[i], progress.train_times[i]
@@ -162,12 +166,11 @@ class Continual(Paradigm):
             **{f"exp/acc_exp{j}": v for j, v in enumerate(row)},
         }
         ctx.tracker.log_metrics(record, step=i)
-        if echo:
-            what = labels[i] if n_steps > 1 else "all experiences"
-            print(
-                f"[continual {self.strategy}] experience {i + 1}/{n_steps} ({what}): "
-                f"train {seconds:.1f} s, acc on seen {record['exp/acc_seen']:.3f}, "
-                f"on all {record['exp/acc_all']:.3f}",
-                file=sys.stderr,
-                flush=True,
-            )
+        what = labels[i] if n_steps > 1 else "all experiences"
+        print(
+            f"[continual {self.strategy}] experience {i + 1}/{n_steps} ({what}): "
+            f"train {seconds:.1f} s, acc on seen {record['exp/acc_seen']:.3f}, "
+            f"on all {record['exp/acc_all']:.3f}",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -30,7 +30,10 @@ class Federated(Paradigm):
         return self.cfg.strategy
 
     def check(self, config, data) -> None:
+        from paralab.strategies.federated.simulation import check_reachable
+
         check_config(self.cfg, len(data.train), data.num_classes)
+        check_reachable(self.cfg)  # a dead cluster address fails here, before the run folder
 
     def run(self, ctx: RunContext) -> dict[str, float]:
         import torch
@@ -92,8 +95,9 @@ def _simulate(loop, client_app, cfg: FederatedConfig, abort: threading.Event) ->
         try:
             loop.run(grid)
         except BaseException as error:
+            # kept for the caller, not raised: Flower would wrap it, then wait 3 s for the
+            # context a failed ServerApp never sends before it shuts down
             errors.append(error)
-            raise RuntimeError("server loop stopped") from None
         finally:
             server_done.set()
 

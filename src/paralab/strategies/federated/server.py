@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from paralab.errors import RunFailedError
+from paralab.platform.divergence import check_finite
 from paralab.strategies.federated.client import client_seed
 
 
@@ -212,6 +213,8 @@ class ServerLoop:
         s.failed_streak = 0 if ok else s.failed_streak + 1
         s.history.append({k: v for k, v in metrics.items() if k.startswith(("test/", "time/"))})
         self.ctx.tracker.log_metrics(metrics, step=rnd)
+        # a NaN/inf loss ends the run (status failed) before its weights replace the checkpoint
+        check_finite(metrics, where=f"round {rnd}")
         self.save(self.arrays, self.strategy, s)
         shown = "  ".join(
             f"{k}={metrics[k]:.4f}" for k in ("test/acc", "test/loss") if k in metrics

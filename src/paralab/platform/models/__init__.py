@@ -1,9 +1,9 @@
 """Models, one module per family, registered by name with ``@register_model``."""
 
-from paralab.platform.models.base import Classifier, InputSpec, ModelConfig
+from paralab.platform.models.base import Backbone, Classifier, InputSpec, ModelConfig
 from paralab.platform.models.registry import MODELS, register_model
 from paralab.platform.registry import import_modules
 
 import_modules(MODELS, __name__, ["cnn", "resnet", "vit"])
 
-__all__ = ["MODELS", "Classifier", "InputSpec", "ModelConfig", "register_model"]
+__all__ = ["MODELS", "Backbone", "Classifier", "InputSpec", "ModelConfig", "register_model"]

@@ -86,11 +86,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if is_global_zero():
         metrics = "  ".join(
-            f"{k}={v:.4f}" for k, v in summary["metrics"].items() if k.startswith("test/")
+            f"{k}={_number(v)}" for k, v in summary["metrics"].items() if k.startswith("test/")
         )
         print(f"{summary['name']}: {metrics}  ({summary['wall_time_s']:.1f} s)")
         print(summary["run_dir"])
     return 0
+
+
+def _number(value: float | None) -> str:
+    """A metric as a user reads it: counts whole, rates to 4 places (``null``: not a number)."""
+    if value is None:
+        return "nan"
+    return str(int(value)) if float(value).is_integer() and abs(value) >= 1 else f"{value:.4f}"
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

@@ -154,7 +154,7 @@ def test_kill_9_takes_the_local_ray_down_with_the_run(tmp_path, monkeypatch):
 
 FAKE_DRIVER = """
 import subprocess, sys, time
-from paralab.strategies.federated.simulation import LocalRay
+from paralab.strategies.federated.local_ray import LocalRay
 sleep = [sys.executable, "-c", "import time; time.sleep(120)"]
 service = subprocess.Popen(sleep)  # already there, like wandb's service
 local = LocalRay()
@@ -212,8 +212,9 @@ def test_a_diverging_run_fails_and_names_the_round(tmp_path, capsys):
 
 
 def test_the_flower_and_ray_internals_the_run_relies_on_are_still_there():
-    """simulation.py reaches into these (see its comments); an upgrade that moves one fails here
-    instead of silently bringing back a hang or a second Ray."""
+    """paralab.strategies.federated.flower_compat reaches into these (its docstring lists them);
+    an upgrade that moves one fails here instead of silently bringing back a hang or a second
+    Ray."""
     import importlib
     import inspect
 
@@ -224,5 +225,10 @@ def test_the_flower_and_ray_internals_the_run_relies_on_are_still_there():
     assert isinstance(auto_init_hook.enable_auto_connect, bool), "Ray's auto-init switch moved"
     assert "_future_to_actor" in inspect.getsource(BasicActorPool), "Flower's actor pool changed"
     assert callable(vce_api.add_messages_to_queue), "Flower's message dispatch moved"
+    from flwr.server.superlink.linkstate import in_memory_linkstate
+
+    state = inspect.getsource(in_memory_linkstate.InMemoryLinkState)
+    for field in ("message_ins_store", "self.lock", "def get_message_ins", "delivered_at"):
+        assert field in state, f"Flower's in-memory link state lost {field!r}: fix fast_dispatch"
     engine = importlib.import_module("flwr.simulation.run_simulation")
     assert callable(engine.event), "Flower's telemetry hook moved"

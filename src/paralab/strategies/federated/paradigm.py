@@ -30,7 +30,7 @@ class Federated(Paradigm):
         return self.cfg.strategy
 
     def check(self, config, data) -> None:
-        from paralab.strategies.federated.simulation import check_reachable
+        from paralab.strategies.federated.local_ray import check_reachable
 
         check_config(self.cfg, len(data.train), data.num_classes)
         check_reachable(self.cfg)  # a dead cluster address fails here, before the run folder

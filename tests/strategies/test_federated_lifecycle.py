@@ -1,4 +1,4 @@
-"""A federated run's life from start to end, as a user lives it (issue 15).
+"""A federated run's life from start to end, as a user lives it.
 
 Each test runs the digits quickstart with 2 clients on a local Ray: with default tracking (wandb
 offline: the run must not harm the tracker's service), stopped by Ctrl-C (the whole process

@@ -1,4 +1,5 @@
-"""Silence third-party output that users cannot act on (see shared/STACK.md), at the source."""
+"""Silence third-party output that users cannot act on, at the source: by message or logger name,
+never by warning category for the whole process."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
     "WANDB_SILENT": "true",
-    "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning",
 }
 
 IGNORED_WARNINGS = [
@@ -33,8 +33,6 @@ def quiet() -> None:
         os.environ.setdefault(key, value)
     for pattern in IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
     for name in (
         "lightning.pytorch.utilities.rank_zero",
         "lightning.fabric.utilities.rank_zero",

@@ -32,7 +32,8 @@ class ClassificationTask(L.LightningModule):
         logits = self.model(x)
         loss = self.criterion(logits, y)
         self.train_acc.update(logits.detach(), y)
-        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(y))
+        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(y),
+                 sync_dist=True)  # fmt: skip
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 

@@ -50,7 +50,7 @@ def _si_extract_weights(model: nn.Module, target: dict, excluded_parameters) -> 
 SynapticIntelligencePlugin.extract_weights = staticmethod(_si_extract_weights)
 
 
-#: Avalanche warnings a user cannot act on (see shared/STACK.md).
+#: Avalanche warnings a user cannot act on, by message.
 NOISE = ("No loggers specified", "Call to deprecated", "deprecated")
 
 

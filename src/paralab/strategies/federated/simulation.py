@@ -1,7 +1,7 @@
 """Flower's simulation engine for one federated run: the ServerApp in a thread of this process,
 the ClientApps in Ray actors, on the Ray that :mod:`.local_ray` starts or connects to.
 
-Lifecycle rules (issue 15), and where each is kept:
+Lifecycle rules, and where each is kept:
 
 - the engine runs in a thread of its own (:class:`Engine`), so Ctrl-C lands in the main thread
   and never inside Flower's shutdown sequence, which it used to cut short (Flower then called

@@ -53,3 +53,17 @@ def test_unknown_run_name_and_bad_resume_folder_are_input_errors(tmp_path, capsy
     assert "suite.json" in capsys.readouterr().err
     assert main(["bench", "quickstart", "--resume", str(tmp_path)]) == 2
     assert not any(tmp_path.iterdir())
+
+
+def test_a_stopped_suite_says_how_to_finish_it(tmp_path, capsys, monkeypatch):
+    """Ctrl-C (or a failed run) in the middle of a suite: the hint names the suite folder."""
+    from paralab.platform import runner
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "execute", ctrl_c)
+    code = main(["bench", "quickstart", "--only", "offline", "--output-dir", str(tmp_path), *QUICK])
+    assert code == 130
+    folder = next((tmp_path / "bench").iterdir())
+    assert f"finish it with: paralab bench --resume {folder}" in capsys.readouterr().err

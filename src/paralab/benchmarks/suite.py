@@ -147,6 +147,19 @@ def _prepare_runs(name: str, suite: Suite, runs: list[SuiteRun], user: list[str]
 
 def _run_all(folder: Path, name: str, suite: Suite, runs, configs, datasets) -> Path:
     from paralab.benchmarks.compare import write_comparison
+
+    try:
+        summaries = _run_each(folder, name, runs, configs, datasets)
+    except BaseException:  # Ctrl-C, a failed run: the suite folder can be finished later
+        print(f"suite stopped; its folder: {folder}; finish it with: paralab bench --resume "
+              f"{folder}", file=sys.stderr)  # fmt: skip
+        raise
+    write_comparison(folder, name, suite.compare, summaries)
+    return folder
+
+
+def _run_each(folder: Path, name: str, runs, configs, datasets) -> list[dict[str, Any]]:
+    """Each run of the suite in order: completed ones kept, interrupted ones continued."""
     from paralab.platform.config import load_saved
     from paralab.platform.runner import execute
 
@@ -171,8 +184,7 @@ def _run_all(folder: Path, name: str, suite: Suite, runs, configs, datasets) -> 
             summary = execute(config, data=datasets[repr(config.data)])
         summary["run"] = run.name
         summaries.append(summary)
-    write_comparison(folder, name, suite.compare, summaries)
-    return folder
+    return summaries
 
 
 def _latest_run_folder(folder: Path, run: str) -> Path | None:

@@ -256,7 +256,7 @@ def validate(cfg: DictConfig | dict) -> ResolvedConfig:
     """Strict validation of a composed config against every schema and registry."""
     from paralab.platform.data import DATASETS
     from paralab.platform.models import MODELS
-    from paralab.strategies import PARADIGMS
+    from paralab.platform.paradigm import PARADIGMS
 
     plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     plain = dict(plain)

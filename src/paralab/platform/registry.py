@@ -5,7 +5,9 @@ A registry entry is a callable plus an optional config dataclass that types its 
     @register_model("cnn", config=CNNConfig)
     def cnn(cfg: CNNConfig, spec: InputSpec) -> Classifier: ...
 
-Registries are filled by importing the subpackage (its ``__init__`` imports every module). A
+Registries are filled by importing the subpackage (its ``__init__`` imports every module), or,
+for a registry given an ``entry_points`` group, by loading that group's modules the first time a
+name is asked for: that is how the platform finds the paradigms without importing them. A
 module whose import fails is recorded and reported when one of its names is asked for.
 """
 
@@ -36,10 +38,24 @@ class Entry(Generic[T]):
 class Registry(Generic[T]):
     """Name -> registered callable, with the config dataclass that types its options."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, entry_points: str | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
         self._broken: dict[str, str] = {}
+        self._group = entry_points
+
+    def _discover(self) -> None:
+        """Load the modules of this registry's entry-point group, once (they register names)."""
+        if self._group is None:
+            return
+        group, self._group = self._group, None  # once, even if a module asks for names
+        from importlib.metadata import entry_points
+
+        for point in entry_points(group=group):
+            try:
+                point.load()
+            except ImportError as error:
+                self.record_import_failure(point.name, error)
 
     def register(self, name: str, *, config: type | None = None, **meta: Any) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -55,6 +71,7 @@ class Registry(Generic[T]):
         self._broken[module] = f"{type(error).__name__}: {error}"
 
     def get(self, name: str) -> Entry[T]:
+        self._discover()
         if name in self._entries:
             return self._entries[name]
         hint = ""
@@ -69,15 +86,18 @@ class Registry(Generic[T]):
         )
 
     def names(self) -> list[str]:
+        self._discover()
         return sorted(self._entries)
 
     def entries(self) -> list[Entry[T]]:
         return [self._entries[n] for n in self.names()]
 
     def __contains__(self, name: object) -> bool:
+        self._discover()
         return name in self._entries
 
     def __len__(self) -> int:
+        self._discover()
         return len(self._entries)
 
 

@@ -89,7 +89,7 @@ def seed_everything(seed: int) -> None:
 def prepare(config: ResolvedConfig, data: ClassificationData | None = None):
     """Load data (unless given) and build model and paradigm once: every input error
     surfaces here."""
-    from paralab.strategies import PARADIGMS
+    from paralab.platform.paradigm import PARADIGMS
 
     quiet()
     if config.trainer.num_threads:

@@ -1,8 +1,6 @@
-"""The learning paradigms, one module (or small package) each, registered by name."""
+"""The learning paradigms, one module (or small package) each.
 
-from paralab.platform.registry import import_modules
-from paralab.strategies.registry import PARADIGMS, Paradigm, ParadigmConfig, register_paradigm
-
-import_modules(PARADIGMS, __name__, ["supervised", "continual", "federated"])
-
-__all__ = ["PARADIGMS", "Paradigm", "ParadigmConfig", "register_paradigm"]
+Each registers itself with ``@register_paradigm`` (:mod:`paralab.platform.paradigm`); the
+registry finds these modules through the ``paralab.paradigms`` entry points in
+``pyproject.toml``, so the platform never imports this package.
+"""

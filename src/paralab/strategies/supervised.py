@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from paralab.platform.paradigm import Paradigm, ParadigmConfig, register_paradigm
 from paralab.platform.runner import RunContext
-from paralab.strategies.registry import Paradigm, ParadigmConfig, register_paradigm
 
 
 def eval_loader(dataset, batch_size: int, trainer):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from paralab.platform.bounds import bounded
-from paralab.strategies.registry import ParadigmConfig
+from paralab.platform.paradigm import ParadigmConfig
 
 
 @dataclass

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 
 from paralab.errors import ConfigError
 from paralab.platform.divergence import check_finite
+from paralab.platform.paradigm import Paradigm, register_paradigm
 from paralab.strategies.continual import checkpoint
 from paralab.strategies.continual.config import ContinualConfig
 from paralab.strategies.continual.devices import check_device, resolve_device
 from paralab.strategies.continual.methods import check_method, takes_channels_last
 from paralab.strategies.continual.metrics import continual_metrics, plot_matrix, write_matrix_json
 from paralab.strategies.continual.scenarios import DOMAIN_SHIFTS, SCENARIOS, build_stream
-from paralab.strategies.registry import Paradigm, register_paradigm
 
 if TYPE_CHECKING:
     from paralab.platform.config import ResolvedConfig

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from paralab.errors import ConfigError
 from paralab.platform.bounds import bounded, check_bounds
-from paralab.strategies.registry import ParadigmConfig
+from paralab.platform.paradigm import ParadigmConfig
 
 SCHEMES = ("iid", "dirichlet", "shards")
 ATTACKS = ("sign_flip", "gaussian", "label_flip")

@@ -14,9 +14,9 @@ import threading
 import time
 from typing import Any
 
+from paralab.platform.paradigm import Paradigm, register_paradigm
 from paralab.platform.runner import RunContext
 from paralab.strategies.federated.config import FederatedConfig, check_config
-from paralab.strategies.registry import Paradigm, register_paradigm
 
 CHECKPOINT = "last.pt"
 

@@ -1,10 +1,14 @@
-"""The paradigm interface and its registry.
+"""The paradigm seam: the interface every paradigm implements, and its registry.
 
 A paradigm is a class registered with ``@register_paradigm(name, config=...)``. It is built from
 its validated config section; :meth:`Paradigm.check` runs before the run folder exists (so a bad
 pairing leaves nothing on disk) and :meth:`Paradigm.run` trains and returns the final metrics.
-Modules here import heavy libraries (Avalanche, Flower, Ray) inside methods, never at the top,
-so that loading the registry stays cheap.
+
+The platform defines the seam and never imports a paradigm: the modules that register them are
+found through the ``paralab.paradigms`` entry-point group (``pyproject.toml``), loaded the first
+time the registry is asked for a name, so a package of one's own can add a paradigm the same way.
+Paradigm modules import heavy libraries (Avalanche, Flower, Ray) inside methods, never at the
+top, so that loading the registry stays cheap.
 """
 
 from __future__ import annotations
@@ -50,5 +54,5 @@ class Paradigm(ABC):
     def run(self, ctx: RunContext) -> dict[str, float]: ...
 
 
-PARADIGMS: Registry = Registry("paradigm")
+PARADIGMS: Registry = Registry("paradigm", entry_points="paralab.paradigms")
 register_paradigm = PARADIGMS.register

@@ -1,6 +1,6 @@
 """The Flower ClientApp: local training of the platform's model on one client's partition.
 
-Design (measured, see ``benchmarks/overhead_federated.py``): a Ray worker serves thousands of
+Design (measured, see ``tools/overhead/federated.py``): a Ray worker serves thousands of
 client messages, so everything heavy lives in a per-worker cache built on its first message:
 the validated config, the dataset (loaded once per worker, images stay uint8), every client's
 partition as an index array (recomputed from the seed: a few KB), and one registry model. A

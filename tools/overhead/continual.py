@@ -1,45 +1,25 @@
 """Avalanche's overhead: the ``naive`` strategy against a plain PyTorch loop, side by side.
 
 Both train the same model (same initial weights) on the same class-incremental split
-Fashion-MNIST experiences, with the same batches, epochs, optimizer and per-experience
-schedule, then test on every test experience after each one. The ratio of training times is
-the price of Avalanche (target: at most 1.25), as wall time and as this process's CPU time (with
-one torch thread, the CPU time is the work done; on a shared machine other processes stretch
-the wall time of whichever run they overlap, so the order alternates between repeats).
+Fashion-MNIST experiences (or another dataset's: ``data=digits``), with the same batches, epochs,
+optimizer and per-experience schedule, then test on every test experience after each one. The
+ratio of training times is the price of Avalanche (target: at most 1.25), as wall time and as
+this process's CPU time (with one torch thread, the CPU time is the work done; on a shared
+machine other processes stretch the wall time of whichever run they overlap, so the order
+alternates between repeats).
 ``stock`` is Avalanche's own data loaders, without paralab's batch-fetching fast path, to show
-which trap the fast path avoids. Run::
+which trap the fast path avoids. Run from the repository root::
 
-    python -m paralab.benchmarks.overhead_continual [--repeats 3] [--train-limit 5000]
+    python -m tools.overhead.continual [--repeats 3] [--train-limit 5000] [key=value ...]
 """
 
 from __future__ import annotations
-
-import argparse
-import json
-import statistics
-import time
-from pathlib import Path
 
 import torch
 
 from paralab.platform.data.base import InMemoryImages, make_loader
 from paralab.platform.tasks.optim import build_optimizer, build_scheduler
-
-
-class Clock:
-    """Wall time and this process's CPU time. On a shared machine other processes stretch the
-    wall time of whichever run they overlap; with one torch thread the CPU time is the work."""
-
-    def __init__(self) -> None:
-        self.wall = self.cpu = 0.0
-
-    def __enter__(self) -> Clock:
-        self._wall, self._cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.wall += time.perf_counter() - self._wall
-        self.cpu += time.process_time() - self._cpu
+from tools.overhead.common import Clock, alternating, parser, summarize, write_json
 
 
 def plain_loop(model, stream, optim_cfg, epochs: int, batch: int, eval_batch: int, seed: int):
@@ -108,18 +88,13 @@ def avalanche_naive(model, stream, config, fast_data: bool):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--train-limit", type=int, default=5000, help="training images (all: 0)")
-    parser.add_argument("--test-limit", type=int, default=2000, help="test images (all: 0)")
-    parser.add_argument("--epochs", type=int, default=1, help="epochs per experience")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--no-stock", action="store_true", help="skip Avalanche's own loaders")
-    parser.add_argument("--output", help="also write the figures to this JSON file")
-    parser.add_argument(
-        "overrides", nargs="*", help="config overrides, e.g. model.channels=[16,32]"
-    )
-    args = parser.parse_args(argv)
+    p = parser(__doc__, repeats=3)
+    p.add_argument("--train-limit", type=int, default=5000, help="training images (all: 0)")
+    p.add_argument("--test-limit", type=int, default=2000, help="test images (all: 0)")
+    p.add_argument("--epochs", type=int, default=1, help="epochs per experience")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--no-stock", action="store_true", help="skip Avalanche's own loaders")
+    args = p.parse_args(argv)
 
     from paralab.platform.config import load
     from paralab.platform.runner import build_model, prepare
@@ -137,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"data.train_limit={args.train_limit}")
     config = load("fashion_mnist_cnn", overrides)
     data, _ = prepare(config)
-    test = data.test.subset(range(args.test_limit)) if args.test_limit else data.test
+    test = data.test
+    if args.test_limit and args.test_limit < len(test):
+        test = test.subset(range(args.test_limit))
     stream = build_stream(data.train, test, data.num_classes, "class", 5, 0)
     runs = {
         "plain": lambda m: plain_loop(
@@ -153,6 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not args.no_stock:
         runs["stock"] = lambda m: avalanche_naive(m, stream, config, fast_data=False)
+
+    def fresh(run):  # every run starts from the same initial weights
+        def go():
+            torch.manual_seed(config.seed)
+            return run(build_model(config, _spec(data)))
+
+        return go
+
     torch.manual_seed(config.seed)  # warm-up (untimed): first-call allocations and kernels
     plain_loop(
         build_model(config, _spec(data)),
@@ -165,40 +150,33 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows = []
     print(
-        f"split Fashion-MNIST, 5 x 2 classes, {len(data.train)} train / {len(test)} test "
-        f"images, {args.epochs} epoch(s), batch {config.data.batch_size}, cnn, "
-        f"{args.threads} thread(s)"
+        f"split {config.data.name}, 5 x {data.num_classes // 5} classes, {len(data.train)} "
+        f"train / {len(test)} test images, {args.epochs} epoch(s), batch "
+        f"{config.data.batch_size}, {config.model.name}, {args.threads} thread(s)"
     )
     for r in range(args.repeats):
-        names = list(runs) if r % 2 == 0 else list(reversed(runs))  # alternate the order
-        timings = {}
-        for name in names:
-            torch.manual_seed(config.seed)
-            timings[name] = runs[name](build_model(config, _spec(data)))
+        timings = alternating({name: fresh(run) for name, run in runs.items()}, r)
         row: dict = {"repeat": r}
-        for name, (train, test, accs) in timings.items():
+        for name, (train, test_clock, accs) in timings.items():
             row[name] = {
                 "train_s": train.wall,
-                "eval_s": test.wall,
+                "eval_s": test_clock.wall,
                 "train_cpu_s": train.cpu,
-                "eval_cpu_s": test.cpu,
+                "eval_cpu_s": test_clock.cpu,
                 "final_acc": sum(accs) / len(accs),
             }
         plain_train, plain_test, _ = timings["plain"]
         for name in runs:
             if name != "plain":
-                train, test, _ = timings[name]
+                train, test_clock, _ = timings[name]
                 row[f"{name}/plain wall"] = train.wall / plain_train.wall
                 row[f"{name}/plain cpu"] = train.cpu / plain_train.cpu
-                row[f"{name}/plain cpu+eval"] = (train.cpu + test.cpu) / (
+                row[f"{name}/plain cpu+eval"] = (train.cpu + test_clock.cpu) / (
                     plain_train.cpu + plain_test.cpu
                 )
         rows.append(row)
         print(_line(row, runs), flush=True)
-    summary = {k: statistics.median(row[k] for row in rows) for k in rows[0] if "/" in k}
-    print("median: " + "  ".join(f"{k} {v:.3f}" for k, v in summary.items()))
-    if args.output:
-        Path(args.output).write_text(json.dumps({"rows": rows, "median": summary}, indent=2))
+    write_json(args.output, rows, summarize(rows, [k for k in rows[0] if "/" in k]))
     return 0
 
 

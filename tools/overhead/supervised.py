@@ -3,14 +3,14 @@
 Both train the same registry model on the same in-memory data with the same batch size,
 optimizer, schedule, sampler and threads; both validate once per epoch. The platform side is a
 real run (Lightning Trainer, CSV logging, torchmetrics, checkpoints); the first epoch of each is
-warm-up and not counted. Repeats alternate the two so drifting machine load hits both.
+warm-up and not counted. Repeats alternate the order of the two so drifting machine load hits
+both. Run from the repository root::
 
-    python -m paralab.benchmarks.overhead [--repeats 3] [--epochs 3] [key=value ...]
+    python -m tools.overhead.supervised [--repeats 3] [--epochs 3] [--output FILE] [key=value ...]
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -23,6 +23,7 @@ from paralab.platform.data import make_loader
 from paralab.platform.models import InputSpec
 from paralab.platform.runner import build_model, execute, load_data, seed_everything
 from paralab.platform.tasks.optim import build_optimizer, build_scheduler
+from tools.overhead.common import alternating, parser, summarize, write_json
 
 
 def plain_epoch_times(config: ResolvedConfig, epochs: int) -> list[float]:
@@ -71,27 +72,30 @@ def platform_epoch_times(experiment: str, overrides: list[str], out: str) -> lis
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--experiment", default="fashion_mnist_cnn")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args(argv)
+    p = parser(__doc__, repeats=3)
+    p.add_argument("--experiment", default="fashion_mnist_cnn")
+    p.add_argument("--epochs", type=int, default=3, help="per run; the first is warm-up")
+    args = p.parse_args(argv)
+    if args.epochs < 2:
+        p.error("--epochs: at least 2 (the first is warm-up)")
     overrides = [*args.overrides, f"trainer.max_epochs={args.epochs}", "tracking.wandb=disabled"]
     config = load(args.experiment, overrides)
     print(f"{args.experiment} {' '.join(args.overrides)}: {len(load_data(config).train)} train "
           f"images, batch {config.data.batch_size}, {torch.get_num_threads()} threads")  # fmt: skip
-    ratios = []
+    rows = []
     with tempfile.TemporaryDirectory() as out:
+        runs = {
+            "plain": lambda: plain_epoch_times(config, args.epochs),
+            "paralab": lambda: platform_epoch_times(args.experiment, overrides, out),
+        }
         for repeat in range(args.repeats):
-            plain = statistics.median(plain_epoch_times(config, args.epochs)[1:])
-            ours = statistics.median(platform_epoch_times(args.experiment, overrides, out)[1:])
-            ratios.append(ours / plain)
+            times = alternating(runs, repeat)
+            plain, ours = (statistics.median(times[name][1:]) for name in runs)
+            rows.append({"repeat": repeat, "plain_s": plain, "paralab_s": ours,
+                         "paralab/plain": ours / plain})  # fmt: skip
             print(f"repeat {repeat + 1}: plain {plain:.2f} s/epoch, paralab {ours:.2f} s/epoch, "
-                  f"ratio {ratios[-1]:.3f}", flush=True)  # fmt: skip
-    spread = statistics.stdev(ratios) if len(ratios) > 1 else 0.0
-    print(f"ratio paralab/plain: mean {statistics.mean(ratios):.3f} ± {spread:.3f} "
-          f"(min {min(ratios):.3f}, max {max(ratios):.3f}, {len(ratios)} repeats)")  # fmt: skip
+                  f"ratio {ours / plain:.3f}", flush=True)  # fmt: skip
+    write_json(args.output, rows, summarize(rows, ["paralab/plain"]))
 
 
 if __name__ == "__main__":

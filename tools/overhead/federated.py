@@ -4,17 +4,17 @@ For each client size, a ``paradigm=federated`` run on a local Ray (Fashion-MNIST
 client trains in every round, no evaluation inside the round) is measured against the same
 clients' local training run one after another in this plain process, divided by the number of
 clients that run at once (Ray CPUs / ``client_resources.num_cpus``). Rounds after the first are
-"warm"; start-up (Ray, workers, data, to the first round) is reported on its own.
-``--scale`` instead runs 1,000 clients with 10 per round, sampling the memory of the whole
-process tree (PSS, so shared libraries count once). Run::
+"warm"; start-up (Ray, workers, data, to the first round) is reported on its own. Repeats
+alternate which of the two goes first. ``--scale`` instead runs 1,000 clients with 10 per round,
+sampling the memory of the whole process tree (PSS, so shared libraries count once). The rows
+go to ``runs/overhead/federated.json`` (``--output``). Run from the repository root::
 
-    python -m paralab.benchmarks.overhead_federated [--sizes 600 60] [--repeats 2]
-    python -m paralab.benchmarks.overhead_federated --scale [--scale-clients 100 1000]
+    python -m tools.overhead.federated [--sizes 600 60] [--repeats 2] [key=value ...]
+    python -m tools.overhead.federated --scale [--scale-clients 100 1000]
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -23,6 +23,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from tools.overhead.common import alternating, parser, summarize, write_json
 
 COMMON = [
     "tracking.wandb=disabled",
@@ -80,28 +82,40 @@ def sequential_round_s(overrides: list[str], rounds: list[int], num_threads: int
     return times
 
 
-def overhead(size: int, clients: int, rounds: int, out: str) -> dict:
+def overhead(size: int, clients: int, rounds: int, out: str, extra=(), repeat: int = 0) -> dict:
     overrides = [
         f"paradigm.num_clients={clients}", f"paradigm.min_train_clients={clients}",
         "paradigm.fraction_train=1.0", f"paradigm.rounds={rounds}",
-        f"data.train_limit={size * clients}",
+        f"data.train_limit={size * clients}", *extra,
     ]  # fmt: skip
     concurrency = 2  # ray_num_cpus / client num_cpus
-    sim = simulated(overrides, out)
-    plain = sequential_round_s(overrides, list(range(2, min(rounds, 3) + 1)), num_threads=1)
-    warm = statistics.median(sim["round_s"][1:])
-    ideal = statistics.median(plain) / concurrency
-    # the same ratio against the clients' own compute inside the actors: orchestration alone,
-    # immune to the plain run seeing a different CPU share on a machine shared with others
-    in_actor = statistics.median(sim["compute_s"][1:]) / concurrency
+    plain_rounds = list(range(2, min(rounds, 3) + 1))
+    both = alternating({
+        "simulated": lambda: simulated(overrides, out),
+        "plain": lambda: sequential_round_s(overrides, plain_rounds, num_threads=1),
+    }, repeat)  # fmt: skip
+    sim, plain = both["simulated"], both["plain"]
     return {
         "samples_per_client": size, "clients_per_round": clients, "concurrency": concurrency,
+        **ratios(sim, plain, concurrency), "startup_s": sim["startup_s"],
+        "first_round_s": sim["first_round_s"], "run_wall_s": sim["wall_s"],
+    }  # fmt: skip
+
+
+def ratios(sim: dict, plain_round_s: list[float], concurrency: int) -> dict[str, float]:
+    """A warm round (the median after the first) against the ideal: the plain sequential round
+    divided by the clients running at once; and against the clients' own compute inside the
+    actors (orchestration alone, immune to the plain run seeing a different CPU share on a
+    machine shared with others)."""
+    warm = statistics.median(sim["round_s"][1:])
+    ideal = statistics.median(plain_round_s) / concurrency
+    in_actor = statistics.median(sim["compute_s"][1:]) / concurrency
+    figures = {
         "warm_round_s": warm, "warm_train_phase_s": statistics.median(sim["train_s"][1:]),
         "ideal_parallel_s": ideal, "ratio": warm / ideal,
         "in_actor_parallel_s": in_actor, "ratio_vs_in_actor_compute": warm / in_actor,
-        "startup_s": sim["startup_s"],
-        "first_round_s": sim["first_round_s"], "run_wall_s": sim["wall_s"],
     }  # fmt: skip
+    return figures
 
 
 class TreeMemory:
@@ -135,13 +149,13 @@ class TreeMemory:
         self._thread.join()
 
 
-def scale(num_clients: int, rounds: int, out: str, per_client: int = 54) -> dict:
+def scale(num_clients: int, rounds: int, out: str, per_client: int = 54, extra=()) -> dict:
     """10 clients per round out of ``num_clients``, each holding ``per_client`` images, so that
     a round's work is the same whatever the number of clients."""
     overrides = [
         f"paradigm.num_clients={num_clients}", "paradigm.min_train_clients=10",
         f"paradigm.fraction_train={10 / num_clients}", f"paradigm.rounds={rounds}",
-        f"data.train_limit={per_client * num_clients}",
+        f"data.train_limit={per_client * num_clients}", *extra,
     ]  # fmt: skip
     with TreeMemory() as mem:
         sim = simulated(overrides, out)
@@ -154,30 +168,35 @@ def scale(num_clients: int, rounds: int, out: str, per_client: int = 54) -> dict
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[600, 60])
-    parser.add_argument("--clients", type=int, default=10, help="clients per round")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--scale", action="store_true", help="the 1,000-client memory check")
-    parser.add_argument("--scale-clients", type=int, nargs="+", default=[100, 1000])
-    parser.add_argument("--output", default="runs/bench/overhead_federated.json")
-    args = parser.parse_args(argv)
+    p = parser(__doc__, repeats=2, output="runs/overhead/federated.json")
+    p.add_argument("--sizes", type=int, nargs="+", default=[600, 60], help="images per client")
+    p.add_argument("--clients", type=int, default=10, help="clients per round")
+    p.add_argument("--rounds", type=int, default=5, help="per run; the first is warm-up")
+    p.add_argument("--scale", action="store_true", help="the 1,000-client memory check")
+    p.add_argument("--scale-clients", type=int, nargs="+", default=[100, 1000])
+    args = p.parse_args(argv)
+    if args.rounds < 2:
+        p.error("--rounds: at least 2 (the first is warm-up)")
     os.environ.setdefault("WANDB_MODE", "disabled")
-    results: list[dict] = []
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory() as out:
-        for _ in range(args.repeats):
+        for repeat in range(args.repeats):
             if args.scale:
-                results += [scale(n, args.rounds, out) for n in args.scale_clients]
+                new = [scale(n, args.rounds, out, extra=args.overrides) for n in args.scale_clients]
             else:
-                results += [overhead(s, args.clients, args.rounds, out) for s in args.sizes]
-            for row in results[-(len(args.scale_clients) if args.scale else len(args.sizes)) :]:
+                new = [overhead(s, args.clients, args.rounds, out, args.overrides, repeat)
+                       for s in args.sizes]  # fmt: skip
+            for row in new:
                 print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
                                   for k, v in row.items()}), flush=True)  # fmt: skip
-    path = Path(args.output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(path)
+            rows += new
+    summary = {}
+    if not args.scale:
+        for size in args.sizes:
+            print(f"{size} samples per client:", end=" ")
+            same = [row for row in rows if row["samples_per_client"] == size]
+            summary[str(size)] = summarize(same, ["ratio"])["ratio"]
+    write_json(args.output, rows, summary)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,100 @@
+"""The developer overhead measurements (tools/overhead/) on the smallest settings: digits, one or
+two repeats, two epochs or rounds. Each must run and give finite positive figures; the continual
+one must also train both sides to the same accuracy (same weights, same batches)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from tools.overhead import continual, federated
+from tools.overhead.common import alternating, ratio_stats
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """The scripts set torch's thread count for their process; give it back to the session."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
+
+
+def test_supervised_runs_as_documented_from_the_repository_root(tmp_path):
+    out = tmp_path / "supervised.json"
+    args = ["--repeats", "1", "--epochs", "2", "--output", str(out), "data=digits"]
+    result = subprocess.run([sys.executable, "-m", "tools.overhead.supervised", *args],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "paralab/plain: median" in result.stdout
+    figures = json.loads(out.read_text())
+    (row,) = figures["rows"]
+    assert positive(row["plain_s"]) and positive(row["paralab_s"])
+    assert row["paralab/plain"] == pytest.approx(row["paralab_s"] / row["plain_s"])
+    assert positive(figures["summary"]["paralab/plain"]["median"])
+
+
+def test_continual_trains_both_sides_alike_and_gives_ratios(tmp_path, capsys):
+    out = tmp_path / "continual.json"
+    args = ["--repeats", "2", "--train-limit", "0", "--test-limit", "0", "--output", str(out)]
+    assert continual.main([*args, "data=digits"]) == 0
+    assert "split digits, 5 x 2 classes" in capsys.readouterr().out
+    figures = json.loads(out.read_text())
+    assert len(figures["rows"]) == 2  # the second repeat runs the other way round
+    for row in figures["rows"]:
+        assert row["naive"]["final_acc"] == row["plain"]["final_acc"]
+        assert 0 < row["plain"]["final_acc"] <= 1 and 0 < row["stock"]["final_acc"] <= 1
+        for key in ("naive/plain wall", "naive/plain cpu", "stock/plain cpu+eval"):
+            assert positive(row[key]), key
+    assert positive(figures["summary"]["naive/plain cpu"]["median"])
+
+
+def test_federated_measures_a_warm_round_and_leaves_no_ray_behind(tmp_path):
+    out = tmp_path / "federated.json"
+    federated.main(["--sizes", "40", "--clients", "2", "--rounds", "2", "--repeats", "1",
+                    "--output", str(out), "data=digits"])  # fmt: skip
+    figures = json.loads(out.read_text())
+    (row,) = figures["rows"]
+    assert row["samples_per_client"] == 40 and row["clients_per_round"] == 2
+    for key in ("warm_round_s", "ideal_parallel_s", "ratio", "ratio_vs_in_actor_compute"):
+        assert positive(row[key]), key
+    assert row["ratio"] == pytest.approx(row["warm_round_s"] / row["ideal_parallel_s"])
+    assert figures["summary"]["40"]["median"] == row["ratio"]
+    assert not psutil.Process().children(recursive=True)
+
+
+def test_federated_scale_check_samples_the_memory_of_the_process_tree(tmp_path):
+    out = tmp_path / "scale.json"
+    federated.main(["--scale", "--scale-clients", "20", "--rounds", "2", "--repeats", "1",
+                    "--output", str(out), "data=digits"])  # fmt: skip
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["clients"] == 20 and row["per_round"] == 10
+    assert positive(row["warm_round_s"])
+    assert 0 < row["peak_pss_gb"] <= row["peak_rss_sum_gb"]
+    assert not psutil.Process().children(recursive=True)
+
+
+def test_repeats_alternate_and_ratios_must_be_finite_and_positive():
+    order: list[str] = []
+    runs = {name: (lambda name=name: order.append(name) or name.upper()) for name in "abc"}
+    assert alternating(runs, 0) == {"a": "A", "b": "B", "c": "C"}
+    assert alternating(runs, 1) == {"a": "A", "b": "B", "c": "C"}
+    assert order == ["a", "b", "c", "c", "b", "a"]
+    assert ratio_stats([1.0, 3.0]) == pytest.approx(
+        {"median": 2.0, "mean": 2.0, "stdev": math.sqrt(2), "min": 1.0, "max": 3.0, "repeats": 2}
+    )
+    for broken in ([], [1.0, 0.0], [float("nan")], [float("inf")]):
+        with pytest.raises(ValueError):
+            ratio_stats(broken)

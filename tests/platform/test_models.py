@@ -12,11 +12,14 @@ SPECS = [InputSpec(1, (8, 8), 10), InputSpec(3, (32, 32), 7)]
 
 
 # Registry models with their defaults, plus settings that change the stage ladder: the standard
-# ResNet stem (strides from 2), a cnn deeper than 8 px can halve, and ViT with 2 px patches.
+# ResNet stem (strides from 2), a cnn and a fedavg_cnn deeper than 8 px can halve, ViT with 2 px
+# patches, and a deeper mlp with dropout.
 VARIANTS = [(name, {}) for name in MODELS.names()] + [
     ("resnet18", {"small_input_stem": False}),
     ("cnn", {"channels": [4, 4, 4, 4, 4], "convs_per_stage": 2}),
+    ("fedavg_cnn", {"channels": [4, 4, 4, 4], "hidden": 8}),
     ("vit", {"patch_size": 2, "dim": 16, "depth": 2, "heads": 2}),
+    ("mlp", {"hidden": [8, 8, 8], "dropout": 0.5}),
 ]
 
 
@@ -127,8 +130,9 @@ def test_channels_last_changes_the_layout_not_the_model(name):
         torch.manual_seed(0)
         config = compose("quickstart_offline", [f"model={name}", f"trainer.channels_last={flag}"])
         models[flag] = build_model(config, spec).eval()
-    convs = [p for p in models[True].parameters() if p.dim() == 4]
-    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    convs = [p for p in models[True].parameters() if p.dim() == 4]  # none in an mlp
+    assert bool(convs) == any(isinstance(m, torch.nn.Conv2d) for m in models[True].modules())
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
     assert not models[False].state_dict().keys() ^ models[True].state_dict().keys()
     x = torch.randn(3, spec.in_channels, *spec.image_size)
     assert torch.allclose(models[False](x), models[True](x), atol=1e-5)
@@ -137,3 +141,24 @@ def test_channels_last_changes_the_layout_not_the_model(name):
     for a, b in zip(*maps, strict=True):  # unnormalised maps reach ~10: float32 reassociation
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     models[False].load_state_dict(models[True].state_dict())
+
+
+# The papers' models on their papers' input, pinned to the papers' parameter counts, so that an
+# architecture drift fails here.
+MNIST, CIFAR10 = InputSpec(1, (28, 28), 10), InputSpec(3, (32, 32), 10)
+PAPER_MODELS = [
+    ("mlp", {}, MNIST, 478_410),  # van de Ven & Tolias (2019): 784-400-400-10
+    ("mlp", {"hidden": [200, 200]}, MNIST, 199_210),  # McMahan et al. (2017)'s 2NN
+    ("fedavg_cnn", {}, MNIST, 1_663_370),  # McMahan et al. (2017)'s CNN, the paper's figure
+    ("resnet18", {}, CIFAR10, 11_173_962),  # Buzzega et al. (2020, DER)'s ResNet-18 (Mammoth)
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "settings", "spec", "count"),
+    PAPER_MODELS,
+    ids=["mlp", "mlp-2nn", "fedavg_cnn", "resnet18-der"],
+)
+def test_paper_models_have_the_papers_parameter_counts(name, settings, spec, count):
+    model = build(name, spec, **settings)
+    assert sum(p.numel() for p in model.parameters()) == count

@@ -5,12 +5,17 @@ client trains in every round, no evaluation inside the round) is measured agains
 clients' local training run one after another in this plain process, divided by the number of
 clients that run at once (Ray CPUs / ``client_resources.num_cpus``). Rounds after the first are
 "warm"; start-up (Ray, workers, data, to the first round) is reported on its own. Repeats
-alternate which of the two goes first. ``--scale`` instead runs 1,000 clients with 10 per round,
-sampling the memory of the whole process tree (PSS, so shared libraries count once). The rows
-go to ``runs/overhead/federated.json`` (``--output``). Run from the repository root::
+alternate which of the two goes first. ``--scale`` instead runs each of ``--scale-clients``
+clients with 10 per round, sampling the memory of the whole process tree (PSS, so shared
+libraries count once); ``--scale-scheme sampled`` gives each client its own draw of
+``--per-client`` images (clients may outnumber the images), ``iid`` splits
+``per_client * clients`` images. The rows go to ``runs/overhead/federated.json``
+(``--output``). Run from the repository root::
 
     python -m tools.overhead.federated [--sizes 600 60] [--repeats 2] [key=value ...]
     python -m tools.overhead.federated --scale [--scale-clients 100 1000]
+    python -m tools.overhead.federated --scale --scale-scheme sampled --per-client 60 \
+        --repeats 1 --rounds 4 --scale-clients 1000 10000 100000
 """
 
 from __future__ import annotations
@@ -149,21 +154,29 @@ class TreeMemory:
         self._thread.join()
 
 
-def scale(num_clients: int, rounds: int, out: str, per_client: int = 54, extra=()) -> dict:
+def scale(
+    num_clients: int, rounds: int, out: str, per_client: int = 54, extra=(), scheme: str = "iid"
+) -> dict:
     """10 clients per round out of ``num_clients``, each holding ``per_client`` images, so that
     a round's work is the same whatever the number of clients."""
+    if scheme == "sampled":
+        data = ["paradigm.partition.scheme=sampled",
+                f"paradigm.partition.samples_per_client={per_client}"]  # fmt: skip
+    else:
+        data = [f"data.train_limit={per_client * num_clients}"]
     overrides = [
         f"paradigm.num_clients={num_clients}", "paradigm.min_train_clients=10",
         f"paradigm.fraction_train={10 / num_clients}", f"paradigm.rounds={rounds}",
-        f"data.train_limit={per_client * num_clients}", *extra,
+        *data, *extra,
     ]  # fmt: skip
     with TreeMemory() as mem:
         sim = simulated(overrides, out)
     warm = statistics.median(sim["round_s"][1:])
     return {
-        "clients": num_clients, "per_round": 10, "warm_round_s": warm,
-        "startup_s": sim["startup_s"], "peak_pss_gb": mem.peak_pss / 2**30,
-        "peak_rss_sum_gb": mem.peak_rss / 2**30,
+        "clients": num_clients, "scheme": scheme, "per_client": per_client, "per_round": 10,
+        "warm_round_s": warm, "startup_s": sim["startup_s"],
+        "first_round_s": sim["first_round_s"], "run_wall_s": sim["wall_s"],
+        "peak_pss_gb": mem.peak_pss / 2**30, "peak_rss_sum_gb": mem.peak_rss / 2**30,
     }  # fmt: skip
 
 
@@ -172,8 +185,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[600, 60], help="images per client")
     p.add_argument("--clients", type=int, default=10, help="clients per round")
     p.add_argument("--rounds", type=int, default=5, help="per run; the first is warm-up")
-    p.add_argument("--scale", action="store_true", help="the 1,000-client memory check")
+    p.add_argument("--scale", action="store_true", help="round time and memory against clients")
     p.add_argument("--scale-clients", type=int, nargs="+", default=[100, 1000])
+    p.add_argument("--scale-scheme", choices=["iid", "sampled"], default="iid")
+    p.add_argument("--per-client", type=int, default=54, help="--scale: images per client")
     args = p.parse_args(argv)
     if args.rounds < 2:
         p.error("--rounds: at least 2 (the first is warm-up)")
@@ -182,7 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as out:
         for repeat in range(args.repeats):
             if args.scale:
-                new = [scale(n, args.rounds, out, extra=args.overrides) for n in args.scale_clients]
+                new = [scale(n, args.rounds, out, args.per_client, args.overrides,
+                             args.scale_scheme) for n in args.scale_clients]  # fmt: skip
             else:
                 new = [overhead(s, args.clients, args.rounds, out, args.overrides, repeat)
                        for s in args.sizes]  # fmt: skip

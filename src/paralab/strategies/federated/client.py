@@ -3,7 +3,8 @@
 Design (measured, see ``tools/overhead/federated.py``): a Ray worker serves thousands of
 client messages, so everything heavy lives in a per-worker cache built on its first message:
 the validated config, the dataset (loaded once per worker, images stay uint8), every client's
-partition as an index array (recomputed from the seed: a few KB), and one registry model. A
+partition as an index array (recomputed from the seed: a few KB; the ``sampled`` scheme draws a
+client's indices when its message comes, so nothing per client is kept), and one registry model. A
 message only copies the global weights into that model and runs a lean loop: forward, the
 classification task's loss (cross-entropy with ``optim.label_smoothing``, as in
 ``ClassificationTask``), backward, and the platform's optimizer from ``optim.*``.
@@ -20,6 +21,7 @@ Faults and attacks are drawn from ``(seed, round, client)``, so a resumed run re
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +51,7 @@ class WorkerState:
 
     config: Any
     data: Any
-    parts: list[np.ndarray]
+    parts: Sequence[np.ndarray]  # a list, or a lazy SampledPartition (indexed by client id)
     byzantine: set[int]
     model: Any
     criterion: Any
@@ -58,7 +60,8 @@ class WorkerState:
     node: str = ""
 
 
-def client_partitions(config, labels) -> list[np.ndarray]:
+def client_partitions(config, labels) -> Sequence[np.ndarray]:
+    """Every client's indices: a list, or for ``sampled`` a lazy sequence indexed by client id."""
     from paralab.strategies.federated.partition import partition
 
     cfg = config.paradigm
@@ -71,6 +74,7 @@ def client_partitions(config, labels) -> list[np.ndarray]:
         seed=seed,
         alpha=part.alpha,
         shards_per_client=part.shards_per_client,
+        samples_per_client=part.samples_per_client,
     )
 
 

@@ -9,7 +9,7 @@ from paralab.errors import ConfigError
 from paralab.platform.bounds import bounded, check_bounds
 from paralab.platform.paradigm import ParadigmConfig
 
-SCHEMES = ("iid", "dirichlet", "shards")
+SCHEMES = ("iid", "dirichlet", "shards", "sampled")
 ATTACKS = ("sign_flip", "gaussian", "label_flip")
 
 
@@ -20,6 +20,8 @@ class PartitionConfig:
     scheme: str = bounded("iid", choices=SCHEMES)
     alpha: float = bounded(0.5, gt=0)  # dirichlet concentration: smaller is more skewed
     shards_per_client: int = bounded(2, ge=1)  # shards: sort by label, deal this many per client
+    # sampled: each client draws this many images (its own seeded draw; clients overlap)
+    samples_per_client: int = bounded(60, ge=1, le=1_000_000)
     seed: int | None = bounded(None, ge=0)  # null: the run's seed
 
 
@@ -140,6 +142,14 @@ def check_config(cfg: FederatedConfig, num_train: int, num_classes: int) -> None
 
 def _check_partition(cfg: FederatedConfig, num_train: int, num_classes: int) -> None:
     part = cfg.partition
+    if part.scheme == "sampled":  # any number of clients: each draws its own images
+        if part.samples_per_client > num_train:
+            raise ConfigError(
+                f"paradigm.partition.samples_per_client={part.samples_per_client} exceeds the "
+                f"training split ({num_train} images): a client draws without replacement. "
+                "Lower it"
+            )
+        return
     needed = cfg.num_clients * (part.shards_per_client if part.scheme == "shards" else 1)
     if needed > num_train:
         raise ConfigError(

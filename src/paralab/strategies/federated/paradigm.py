@@ -49,9 +49,11 @@ class Federated(Paradigm):
         cfg: FederatedConfig = self.cfg
         data = ctx.data
         parts = client_partitions(ctx.config, data.train.targets)
-        counts = P.histograms(data.train.targets.numpy(), parts, data.num_classes)
+        # sampled: any number of clients, so the first HISTOGRAM_CLIENTS only (said in the files)
+        limit = P.HISTOGRAM_CLIENTS if cfg.partition.scheme == "sampled" else None
+        counts = P.histograms(data.train.targets.numpy(), parts, data.num_classes, limit)
         title = f"{data.name}: {cfg.num_clients} clients, {_scheme(cfg)}"
-        P.write_histograms(counts, data.classes, ctx.run_dir, title)
+        P.write_histograms(counts, data.classes, ctx.run_dir, title, total=len(parts))
         model = ctx.build_model().eval()
         strategy, state = build_strategy(cfg), LoopState()
         saved = ctx.last_checkpoint(CHECKPOINT)
@@ -75,7 +77,11 @@ class Federated(Paradigm):
 
 def _scheme(cfg: FederatedConfig) -> str:
     p = cfg.partition
-    extra = {"dirichlet": f"(alpha={p.alpha:g})", "shards": f"({p.shards_per_client} per client)"}
+    extra = {
+        "dirichlet": f"(alpha={p.alpha:g})",
+        "shards": f"({p.shards_per_client} per client)",
+        "sampled": f"({p.samples_per_client} per client)",
+    }
     return p.scheme + extra.get(p.scheme, "")
 
 

@@ -1,8 +1,11 @@
-"""Split a dataset's training labels among clients: iid, dirichlet(alpha) or label shards.
+"""Split a dataset's training labels among clients: iid, dirichlet(alpha), label shards, or
+sampled (each client draws its own images; clients may outnumber the images).
 
 Partitions are index arrays into the training split (never copies of images), computed from the
 labels and a seed only. Every Ray worker can therefore recompute the same partitions from the
-config, and 1,000 clients cost a few kilobytes of indices rather than 1,000 datasets.
+config, and 1,000 clients cost a few kilobytes of indices rather than 1,000 datasets. The
+``sampled`` scheme is lazy (:class:`SampledPartition`): a client's indices are drawn when it is
+asked for, so nothing grows with the number of clients.
 """
 
 from __future__ import annotations
@@ -10,6 +13,40 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
+
+class SampledPartition:
+    """Clients that each draw ``samples_per_client`` images of the training split, uniformly
+    without replacement within a client, from a generator seeded by ``(seed, cid)``.
+
+    Clients overlap: an image is held by about ``num_clients * samples_per_client / num_train``
+    clients. A client's indices depend only on the seed, its id and the split's size (not on the
+    number of clients), and are computed on demand: nothing is kept per client.
+    """
+
+    def __init__(self, num_train: int, num_clients: int, samples_per_client: int, seed: int):
+        if samples_per_client > num_train:
+            raise ValueError(f"{samples_per_client} samples per client > {num_train} images")
+        self.num_train, self.num_clients = num_train, num_clients
+        self.samples_per_client, self.seed = samples_per_client, seed
+
+    def __len__(self) -> int:
+        return self.num_clients
+
+    def __getitem__(self, cid: int) -> np.ndarray:
+        cid = int(cid)
+        if not 0 <= cid < self.num_clients:
+            raise IndexError(f"client {cid} of {self.num_clients}")
+        rng = np.random.default_rng([self.seed, cid])  # SeedSequence: independent per (seed, cid)
+        picked = rng.choice(self.num_train, self.samples_per_client, replace=False)
+        return np.sort(picked).astype(np.int64)
+
+    def __iter__(self):
+        return (self[cid] for cid in range(self.num_clients))
+
+    def overlap(self) -> float:
+        """Expected number of clients that hold a given image."""
+        return self.num_clients * self.samples_per_client / self.num_train
 
 
 def partition(
@@ -20,9 +57,13 @@ def partition(
     seed: int,
     alpha: float = 0.5,
     shards_per_client: int = 2,
-) -> list[np.ndarray]:
-    """Index arrays, one per client, that together cover every label exactly once."""
+    samples_per_client: int = 60,
+) -> list[np.ndarray] | SampledPartition:
+    """Index arrays, one per client: for ``iid``, ``dirichlet`` and ``shards`` a list that covers
+    every label exactly once; for ``sampled`` a lazy :class:`SampledPartition` (overlapping)."""
     labels = np.asarray(labels)
+    if scheme == "sampled":
+        return SampledPartition(len(labels), num_clients, samples_per_client, seed)
     rng = np.random.default_rng(seed)
     if scheme == "iid":
         parts = np.array_split(rng.permutation(len(labels)), num_clients)
@@ -65,10 +106,14 @@ def _shards(
     return [np.concatenate([shards[s] for s in row]) for row in dealt]
 
 
-def histograms(labels: np.ndarray, parts: list[np.ndarray], num_classes: int) -> np.ndarray:
-    """(clients, classes) counts."""
+HISTOGRAM_CLIENTS = 1000  # the sampled scheme: histograms of the first clients only
+
+
+def histograms(labels: np.ndarray, parts, num_classes: int, limit: int | None = None) -> np.ndarray:
+    """(clients, classes) counts, of the first ``limit`` clients (null: all)."""
     labels = np.asarray(labels)
-    return np.stack([np.bincount(labels[p], minlength=num_classes) for p in parts])
+    count = len(parts) if limit is None else min(limit, len(parts))
+    return np.stack([np.bincount(labels[parts[c]], minlength=num_classes) for c in range(count)])
 
 
 def summarize(counts: np.ndarray) -> dict[str, float]:
@@ -83,11 +128,17 @@ def summarize(counts: np.ndarray) -> dict[str, float]:
     }
 
 
-def write_histograms(counts: np.ndarray, classes: list[str], run_dir: Path, title: str) -> None:
-    """``client_histograms.csv`` (every client) and ``client_histograms.png`` (up to 100)."""
+def write_histograms(
+    counts: np.ndarray, classes: list[str], run_dir: Path, title: str, total: int | None = None
+) -> None:
+    """``client_histograms.csv`` (every client in ``counts``) and ``client_histograms.png`` (up
+    to 100). With ``total`` above ``len(counts)``, ``counts`` holds the first clients only: the
+    CSV starts with a ``#`` comment line and the title says so."""
     header = "client," + ",".join(str(c).replace(",", " ") for c in classes)
     rows = [f"{i}," + ",".join(str(int(v)) for v in row) for i, row in enumerate(counts)]
-    (run_dir / "client_histograms.csv").write_text("\n".join([header, *rows]) + "\n")
+    partial = total is not None and total > len(counts)
+    note = [f"# first {len(counts)} of {total} clients"] if partial else []
+    (run_dir / "client_histograms.csv").write_text("\n".join([*note, header, *rows]) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,7 +158,10 @@ def write_histograms(counts: np.ndarray, classes: list[str], run_dir: Path, titl
             label=str(name),
         )
         bottom += shown[:, k]
-    more = f" (first 100 of {len(counts)})" if len(counts) > 100 else ""
+    of = total if partial else len(counts)
+    more = f" (first {len(shown)} of {of})" if of > len(shown) else ""
+    if partial and len(counts) > len(shown):
+        more += f"; partition/* metrics over the first {len(counts)}"
     ax.set_title(f"{title}{more}", fontsize=9)
     ax.set_xlabel("client")
     ax.set_ylabel("images per class")

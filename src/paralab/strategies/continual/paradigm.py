@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 
 def check_scenario(cfg: ContinualConfig, num_classes: int) -> None:
+    """Scenario choices and what they need of the data (ranges are declared on the fields)."""
     if cfg.scenario not in SCENARIOS:
         raise ConfigError(
             f"paradigm.scenario={cfg.scenario!r}: choose one of {', '.join(SCENARIOS)}"
@@ -36,8 +37,6 @@ def check_scenario(cfg: ContinualConfig, num_classes: int) -> None:
         raise ConfigError(
             f"paradigm.domain_shift={cfg.domain_shift!r}: choose one of {', '.join(DOMAIN_SHIFTS)}"
         )
-    if cfg.n_experiences < 1:
-        raise ConfigError(f"paradigm.n_experiences must be at least 1, got {cfg.n_experiences}")
     if cfg.scenario != "domain" and cfg.n_experiences > num_classes:
         raise ConfigError(
             f"paradigm.n_experiences={cfg.n_experiences} exceeds the dataset's {num_classes} "
@@ -48,11 +47,6 @@ def check_scenario(cfg: ContinualConfig, num_classes: int) -> None:
             f"paradigm.n_experiences={cfg.n_experiences}: the task scenario needs equal tasks "
             f"(one head each); pick a divisor of the {num_classes} classes"
         )
-    for key in ("mem_size", "patterns_per_exp", "agem_sample_size"):
-        if getattr(cfg, key) < 1:
-            raise ConfigError(f"paradigm.{key} must be positive, got {getattr(cfg, key)}")
-    if cfg.epochs is not None and cfg.epochs < 1:
-        raise ConfigError(f"paradigm.epochs must be at least 1 (or null), got {cfg.epochs}")
 
 
 @register_paradigm("continual", config=ContinualConfig)

@@ -81,6 +81,32 @@ def test_lightning_style_exit_after_ctrl_c_is_an_interrupt():
     assert signal.getsignal(signal.SIGINT) is before
 
 
+def test_a_ctrl_c_that_python_discards_in_a_gc_callback_is_delivered_again():
+    """A handler's KeyboardInterrupt raised inside a garbage-collector callback is dropped by
+    Python ("Exception ignored in ..."); the run must still stop."""
+    import gc
+
+    fired: list[bool] = []
+
+    def callback(phase, info):
+        if phase == "start" and not fired:
+            fired.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(10_000):  # the handler runs here, inside the callback
+                pass
+
+    gc.callbacks.append(callback)
+    try:
+        with pytest.raises(KeyboardInterrupt), sigint_is_interrupt():
+            gc.collect()
+            assert fired
+            for _ in range(10**7):  # the second delivery lands here
+                pass
+            pytest.fail("the Ctrl-C raised in the gc callback was lost")
+    finally:
+        gc.callbacks.remove(callback)
+
+
 def test_an_exit_without_ctrl_c_stays_an_exit():
     with pytest.raises(SystemExit) as raised, sigint_is_interrupt():
         sys.exit(3)

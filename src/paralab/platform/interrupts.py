@@ -7,12 +7,20 @@ interrupt (exit 130). Rather than special-casing each library, :func:`sigint_is_
 run: a SIGINT handler records that the user asked to stop (and raises KeyboardInterrupt as Python's
 own handler does), and a ``SystemExit`` that escapes the run after such a signal is turned back into
 the KeyboardInterrupt it was. The runner then records status ``interrupted`` and the CLI exits 130.
+
+A signal handler runs at whatever bytecode the main thread is executing, and Python discards an
+exception raised inside a garbage-collector callback or a ``__del__`` ("Exception ignored in
+...": jax, which Avalanche's QP solvers import, registers such a callback). A Ctrl-C that lands
+there was lost and the run went on to completion (seen once in ten runs under load). Such a
+swallowed KeyboardInterrupt is delivered again, at the next ordinary bytecode.
 """
 
 from __future__ import annotations
 
+import _thread
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,7 +52,20 @@ def sigint_is_interrupt() -> Iterator[None]:
             raise KeyboardInterrupt
         previous(signum, frame)  # Python's default_int_handler raises KeyboardInterrupt
 
+    unraisable = sys.unraisablehook
+
+    def deliver_again(hook) -> None:
+        if isinstance(hook.exc_value, KeyboardInterrupt) and received:
+            log.debug("a Ctrl-C raised in %r was discarded by Python: delivered again", hook.object)
+            # a moment later, from another thread: raised in this hook, it would be lost again
+            timer = threading.Timer(0.01, _thread.interrupt_main, args=(signal.SIGINT,))
+            timer.daemon = True
+            timer.start()
+            return
+        unraisable(hook)
+
     signal.signal(signal.SIGINT, on_sigint)
+    sys.unraisablehook = deliver_again
     try:
         yield
     except SystemExit as error:
@@ -53,4 +74,5 @@ def sigint_is_interrupt() -> Iterator[None]:
         log.debug("SystemExit(%s) after Ctrl-C: reported as KeyboardInterrupt", error.code)
         raise KeyboardInterrupt("Ctrl-C") from None
     finally:
+        sys.unraisablehook = unraisable
         signal.signal(signal.SIGINT, previous)

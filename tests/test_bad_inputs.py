@@ -87,7 +87,22 @@ def bad_suite_summary(tmp: Path, mp) -> None:
 
 IMGS = ["data=image_folder", "data.path={tmp}/imgs"]
 
+SEG = [*RUN, "task=segmentation", "data=canvas_digits", "data.train_images=40",
+       "data.test_images=10"]  # fmt: skip
+
 CASES = [
+    # the task seam: data, model, continual method and scenario, federated attack must fit
+    ([*RUN, "task=segmentation"], "task=segmentation needs a segmentation dataset", None),
+    ([*RUN, "task=detect"], "unknown task 'detect'", None),
+    ([*RUN, "data=canvas_digits"], "task=classification needs a classification dataset", None),
+    ([*SEG, "model=cnn"], "model=cnn is a classification model; task=segmentation needs", None),
+    ([*SEG, "model=unet", "paradigm=continual", "paradigm.strategy=icarl"],
+     "paradigm.strategy=icarl does not support task=segmentation", None),
+    ([*SEG, "model=unet", "paradigm=continual", "paradigm.plugins=[lwf]"],
+     "paradigm.plugins: lwf does not support task=segmentation", None),
+    ([*SEG, "model=unet", "paradigm=continual", "paradigm.scenario=task"],
+     "paradigm.scenario=task does not apply to task=segmentation", None),
+    ([*RUN, "model=unet"], "model=unet is a segmentation model; task=classification", None),
     # unknown names and keys, wrong types, malformed overrides (the errors paralab had already)
     (["run", "nope"], "unknown experiment 'nope'", None),
     ([*RUN, "model=cnnn"], "unknown model 'cnnn' (did you mean 'cnn'?)", None),

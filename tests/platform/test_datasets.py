@@ -12,6 +12,7 @@ import torch
 from paralab.errors import DatasetNotFoundError
 from paralab.platform.config import validate_section
 from paralab.platform.data import DATASETS
+from tests.platform.test_segmentation_data import write_fashion_idx, write_mask_folder
 
 
 def _idx(path, array):
@@ -70,6 +71,9 @@ SAMPLES = {
     "cifar100": write_cifar("cifar-100-python", ["train"], ["test"], "meta",
                             b"fine_label_names", b"fine_labels", 100),
     "image_folder": write_image_folder,
+    "canvas_digits": lambda root: {"train_images": 40, "test_images": 20},
+    "canvas_fashion": write_fashion_idx,
+    "mask_folder": write_mask_folder,
 }  # fmt: skip
 
 
@@ -87,7 +91,7 @@ def test_every_dataset_has_a_sample(name):
 @pytest.mark.parametrize("name", DATASETS.names())
 def test_shapes_labels_and_splits(name, tmp_path):
     data = load(name, tmp_path, val_fraction=0.2)
-    assert data.task == "classification"
+    assert data.task == DATASETS.get(name).meta["task"]
     n_train, n_val = len(data.train), len(data.val)
     assert n_val == pytest.approx(0.25 * n_train, abs=2)
     for split in (data.train, data.val, data.test):

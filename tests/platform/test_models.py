@@ -8,13 +8,18 @@ import torch
 from paralab.platform.config import validate_section
 from paralab.platform.models import MODELS, Classifier, InputSpec
 
+# Classifiers only: dense (segmentation) models have their own contract tests
+# (tests/platform/test_segmentation_models.py).
+CLASSIFIERS = [
+    e.name for e in MODELS.entries() if e.meta.get("task", "classification") == "classification"
+]
 SPECS = [InputSpec(1, (8, 8), 10), InputSpec(3, (32, 32), 7)]
 
 
 # Registry models with their defaults, plus settings that change the stage ladder: the standard
 # ResNet stem (strides from 2), a cnn and a fedavg_cnn deeper than 8 px can halve, ViT with 2 px
 # patches, and a deeper mlp with dropout.
-VARIANTS = [(name, {}) for name in MODELS.names()] + [
+VARIANTS = [(name, {}) for name in CLASSIFIERS] + [
     ("resnet18", {"small_input_stem": False}),
     ("cnn", {"channels": [4, 4, 4, 4, 4], "convs_per_stage": 2}),
     ("fedavg_cnn", {"channels": [4, 4, 4, 4], "hidden": 8}),
@@ -29,7 +34,7 @@ def build(name: str, spec: InputSpec, **settings) -> Classifier:
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=["1x8x8", "3x32x32"])
-@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_forward_backward_and_features(name, spec):
     torch.manual_seed(0)
     model = build(name, spec)
@@ -45,7 +50,7 @@ def test_forward_backward_and_features(name, spec):
     assert any(g.abs().sum() > 0 for g in grads)
 
 
-@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_reset_head_changes_outputs_and_keeps_the_backbone(name):
     spec = SPECS[0]
     model = build(name, spec).eval()
@@ -56,7 +61,7 @@ def test_reset_head_changes_outputs_and_keeps_the_backbone(name):
     assert torch.allclose(model.forward_features(x), before)
 
 
-@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_a_backbone_moves_to_a_model_with_other_classes(name):
     """A trained backbone's state dict loads, key for key, into a model built for another task."""
     spec, other = SPECS[0], InputSpec(SPECS[0].in_channels, SPECS[0].image_size, 3)
@@ -112,12 +117,12 @@ def test_intermediates_match_feature_info(name, settings, spec):
     assert first.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_every_model_documents_itself(name):
     assert MODELS.get(name).description
 
 
-@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_channels_last_changes_the_layout_not_the_model(name):
     """``trainer.channels_last`` (on by default) makes conv weights NHWC; outputs, intermediate
     maps and the state dict a checkpoint or a federated client exchanges stay the same."""

@@ -72,3 +72,51 @@ def test_rotated_domain_rotates_each_experience_further():
     # experience 1 of 2: 90 degrees counter-clockwise, exact on an 8x8 grid
     assert torch.equal(stream[1].train.images, torch.rot90(data.train.images, 1, (-2, -1)))
     assert torch.equal(stream[1].train.targets, data.train.targets)
+
+
+def _masks_split(n: int = 12, size: int = 6):
+    """Images whose masks hold classes 1..3 in fixed places (class of image i: 1 + i % 3,
+    plus class 3 in a corner of every fourth image), a void pixel in each."""
+    import torch
+
+    from paralab.platform.data.base import InMemoryImages
+
+    masks = torch.zeros(n, size, size, dtype=torch.uint8)
+    for i in range(n):
+        masks[i, 1:3, 1:3] = 1 + i % 3
+        if i % 4 == 0:
+            masks[i, 4:, 4:] = 3
+        masks[i, 0, 0] = 255
+    images = (masks.unsqueeze(1) * 40).clamp(max=255).to(torch.uint8)
+    return InMemoryImages(images, masks, torch.zeros(1), torch.ones(1))
+
+
+def test_dense_class_incremental_shifts_other_classes_to_background():
+    import torch
+
+    split = _masks_split()
+    stream = build_stream(split, split, [1, 2, 3], "class", 3, None)
+    assert [e.classes for e in stream] == [[1], [2], [3]]
+    for e in stream:
+        (c,) = e.classes
+        train, test = e.train.targets, e.test.targets
+        shown = torch.isin(split.targets.flatten(1), torch.tensor([c], dtype=torch.uint8)).any(1)
+        assert len(train) == int(shown.sum()) == len(test)
+        # training masks: only this experience's class and void survive, the rest is background
+        assert set(train.unique().tolist()) <= {0, c, 255}
+        assert int((train == c).sum()) == int((split.targets[shown] == c).sum())
+        assert int((train == 255).sum()) == len(train)
+        # test masks keep every class: the cell scores this experience's classes on them
+        assert torch.equal(test, split.targets[shown])
+        assert e.score_classes == [c]
+
+
+def test_domain_shifts_move_masks_with_their_images():
+    split = _masks_split()
+    for shift in ("permuted", "rotated"):
+        stream = build_stream(split, split, 4, "domain", 2, 0, shift)
+        for e in stream:
+            labelled = e.train.targets != 255
+            # the images were made from the masks: moving both alike keeps them consistent
+            expected = (e.train.targets.long() * 40).clamp(max=255)
+            assert (e.train.images[:, 0].long()[labelled] == expected[labelled]).all(), shift

@@ -58,8 +58,9 @@ def accuracy(model: torch.nn.Module, images: InMemoryImages, batch: int) -> floa
     return correct / len(images)
 
 
-def avalanche_naive(model, stream, config, fast_data: bool):
-    """The same run through paralab's continual engine (Avalanche ``Naive``)."""
+def avalanche_naive(model, stream, config, task, fast_data: bool):
+    """The same run through paralab's continual engine (Avalanche ``Naive``, the task's loss and
+    the platform's evaluation loop)."""
     from paralab.strategies.continual import engine
 
     cfg = config.paradigm
@@ -67,6 +68,7 @@ def avalanche_naive(model, stream, config, fast_data: bool):
         cfg,
         model,
         build_optimizer(model.parameters(), config.optim),
+        task=task,
         optim_cfg=config.optim,
         stream=stream,
         device=torch.device("cpu"),
@@ -76,14 +78,15 @@ def avalanche_naive(model, stream, config, fast_data: bool):
         seed=config.seed,
         fast_data=fast_data,
     )
-    benchmark = engine.to_benchmark(stream)
+    benchmark = engine.to_benchmark(stream, task)
     train, test = Clock(), Clock()
     accs: list[float] = []
     for exp in benchmark.train_stream:
         with train:
             engine.train(strategy, exp)
         with test:
-            accs = engine.evaluate(strategy, benchmark.test_stream)
+            results = engine.evaluate(strategy, stream, task, config.data.eval_batch_size)
+            accs = [task.score(r) for r in results]
     return train, test, accs
 
 
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from paralab.platform.config import load
-    from paralab.platform.runner import build_model, prepare
+    from paralab.platform.runner import build_model, build_task, prepare
     from paralab.strategies.continual.scenarios import build_stream
 
     torch.set_num_threads(args.threads)
@@ -112,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"data.train_limit={args.train_limit}")
     config = load("fashion_mnist_cnn", overrides)
     data, _ = prepare(config)
+    task = build_task(config, data)
     test = data.test
     if args.test_limit and args.test_limit < len(test):
         test = test.subset(range(args.test_limit))
@@ -126,10 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             config.data.eval_batch_size,
             config.seed,
         ),
-        "naive": lambda m: avalanche_naive(m, stream, config, fast_data=True),
+        "naive": lambda m: avalanche_naive(m, stream, config, task, fast_data=True),
     }
     if not args.no_stock:
-        runs["stock"] = lambda m: avalanche_naive(m, stream, config, fast_data=False)
+        runs["stock"] = lambda m: avalanche_naive(m, stream, config, task, fast_data=False)
 
     def fresh(run):  # every run starts from the same initial weights
         def go():

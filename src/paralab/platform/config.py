@@ -1,6 +1,6 @@
 """Compose a run config with Hydra, then validate it strictly against typed schemas.
 
-Composition: ``configs/config.yaml`` plus the groups model/ data/ paradigm/ trainer/, an
+Composition: ``configs/config.yaml`` plus the groups model/ data/ task/ paradigm/ trainer/, an
 experiment from ``configs/experiment/`` and the user's ``key=value`` overrides. ``configs/`` is a
 stack of layers (:func:`config_dirs`): the user's folders from ``$PARALAB_CONFIG_DIR`` over the
 configs shipped inside the package, so a user adds one experiment without copying every group.
@@ -257,13 +257,15 @@ def validate(cfg: DictConfig | dict) -> ResolvedConfig:
     from paralab.platform.data import DATASETS
     from paralab.platform.models import MODELS
     from paralab.platform.paradigm import PARADIGMS
+    from paralab.platform.tasks import TASKS
 
     plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     plain = dict(plain)
-    run: RunConfig = validate_section("", {**plain, "model": None, "data": None,
-                                                 "paradigm": None}, RunConfig)  # fmt: skip
+    sections = {"model": None, "data": None, "task": None, "paradigm": None}
+    run: RunConfig = validate_section("", {**plain, **sections}, RunConfig)
     run.model = validate_component("model", plain.get("model"), MODELS)
     run.data = validate_component("data", plain.get("data"), DATASETS)
+    run.task = validate_component("task", plain.get("task") or {"name": "classification"}, TASKS)
     run.paradigm = validate_component("paradigm", plain.get("paradigm"), PARADIGMS)
     return ResolvedConfig(run, plain)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from paralab.platform.registry import Registry
 
@@ -33,11 +33,10 @@ class ParadigmConfig:
 class Paradigm(ABC):
     """Receives the run context (config, data, model factory, tracker); returns final metrics.
 
-    The returned dict holds at least ``test/acc`` (the headline every comparison uses).
+    The returned dict holds at least ``test/<headline>`` of the run's task (``ctx.task``), the
+    metric every comparison ranks by. A paradigm drives the task it is given: it never names a
+    task's loss or metric itself.
     """
-
-    #: The metric a comparison ranks runs by.
-    headline: ClassVar[str] = "test/acc"
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg

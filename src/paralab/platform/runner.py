@@ -1,4 +1,4 @@
-"""config -> (data, paradigm, task) -> run folder.
+"""config -> (data, task, paradigm) -> run folder.
 
 Everything that can reject the input (config, data on disk, model options, paradigm pairing)
 runs before the run folder is created, so bad input leaves nothing behind.
@@ -15,15 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from paralab.errors import ParalabError, RunFailedError, RunFolderError
 from paralab.platform import tracking
 from paralab.platform.checkpoints import check_checkpoints
 from paralab.platform.config import ResolvedConfig, load_saved
 from paralab.platform.data import DATASETS, ClassificationData
 from paralab.platform.interrupts import sigint_is_interrupt
-from paralab.platform.models import MODELS, Classifier, InputSpec
+from paralab.platform.models import InputSpec
 from paralab.platform.quiet import quiet
+from paralab.platform.tasks import TASKS, Task
 from paralab.platform.tasks.optim import check_optim
+
+PREDICTIONS = "predictions.png"
 
 
 @dataclass
@@ -36,26 +42,48 @@ class RunContext:
     tracker: tracking.Tracker
     resuming: bool = False
     callbacks: list[Any] = field(default_factory=list)
+    _task: Task | None = field(default=None, repr=False)
 
     @property
     def input_spec(self) -> InputSpec:
         return InputSpec(self.data.in_channels, self.data.image_size, self.data.num_classes)
 
+    @property
+    def task(self) -> Task:
+        """The run's task (built once, from ``config.task`` and the data's classes)."""
+        if self._task is None:
+            self._task = build_task(self.config, self.data)
+        return self._task
+
     def build_model(
         self, num_classes: int | None = None, *, channels_last: bool | None = None
-    ) -> Classifier:
-        """A freshly initialised registry model for this run's data (``channels_last=None``:
-        ``trainer.channels_last``)."""
+    ) -> nn.Module:
+        """A freshly initialised registry model for this run's task and data
+        (``channels_last=None``: ``trainer.channels_last``)."""
         spec = self.input_spec
         if num_classes is not None:
             spec = InputSpec(spec.in_channels, spec.image_size, num_classes)
-        return build_model(self.config, spec, channels_last=channels_last)
+        return build_model(self.config, spec, channels_last=channels_last, task=self.task)
 
-    def build_task(self, model: Classifier | None = None):
-        from paralab.platform.tasks.classification import ClassificationTask
+    def build_module(self, model: nn.Module | None = None):
+        """The generic LightningModule that trains this run's task (supervised paradigm)."""
+        from paralab.platform.tasks.module import TaskModule
 
         model = model if model is not None else self.build_model()
-        return ClassificationTask(model, self.data.num_classes, self.config.optim)
+        return TaskModule(self.task, model, self.config.optim)
+
+    def draw_predictions(self, model: nn.Module, device: str | torch.device = "cpu") -> None:
+        """``predictions.png`` in the run folder: the model on the first test images."""
+        if not tracking.is_global_zero() or not len(self.data.test):
+            return
+        from paralab.platform.tasks.pictures import MAX_IMAGES
+
+        batch = self.data.test.__getitems__(list(range(min(MAX_IMAGES, len(self.data.test)))))
+        was_training = model.training
+        model.eval()
+        batch = [part.to(device) for part in batch]
+        self.task.draw(model, batch, self.run_dir / PREDICTIONS)
+        model.train(was_training)
 
     def last_checkpoint(self, name: str = "last.ckpt") -> str | None:
         """The checkpoint to continue from when resuming, else ``None``."""
@@ -64,16 +92,27 @@ class RunContext:
 
 
 def build_model(
-    config: ResolvedConfig, spec: InputSpec, *, channels_last: bool | None = None
-) -> Classifier:
-    """The registry model; with ``trainer.channels_last`` (or ``channels_last`` given) its conv
-    weights are NHWC, which every paradigm then trains in (conv outputs follow the weights)."""
-    model = MODELS.get(config.model.name).obj(config.model, spec)
+    config: ResolvedConfig,
+    spec: InputSpec,
+    *,
+    channels_last: bool | None = None,
+    task: Task | None = None,
+) -> nn.Module:
+    """The task's registry model; with ``trainer.channels_last`` (or ``channels_last`` given)
+    its conv weights are NHWC, which every paradigm then trains in (conv outputs follow the
+    weights). ``task`` defaults to the one ``config.task`` names (its classes are not needed)."""
+    if task is None:
+        task = TASKS.get(config.task.name).obj(config.task, [""] * spec.num_classes)
+    model = task.build_model(config, spec)
     if config.trainer.channels_last if channels_last is None else channels_last:
-        import torch
-
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def build_task(config: ResolvedConfig, data: ClassificationData) -> Task:
+    """The task ``config.task`` names, for ``data``'s classes."""
+    cls = TASKS.get(config.task.name).obj
+    return cls(config.task, data.classes, label_smoothing=config.optim.label_smoothing)
 
 
 def load_data(config: ResolvedConfig) -> ClassificationData:
@@ -98,7 +137,9 @@ def prepare(config: ResolvedConfig, data: ClassificationData | None = None):
         torch.set_num_threads(config.trainer.num_threads)
     check_optim(config.optim)
     data = data if data is not None else load_data(config)
-    build_model(config, InputSpec(data.in_channels, data.image_size, data.num_classes))
+    task = build_task(config, data)
+    task.check(config, data)
+    build_model(config, InputSpec(data.in_channels, data.image_size, data.num_classes), task=task)
     paradigm = PARADIGMS.get(config.paradigm.name).obj(config.paradigm)
     paradigm.check(config, data)
     return data, paradigm
@@ -205,6 +246,8 @@ def _start_summary(config: ResolvedConfig, paradigm, run_dir: Path, resuming: bo
         "strategy": paradigm.strategy,
         "model": config.model.name,
         "dataset": config.data.name,
+        "task": config.task.name,
+        "headline": f"test/{TASKS.get(config.task.name).obj.headline}",
         "seed": config.seed,
         "status": "running",
         "resumed": resuming,

@@ -183,6 +183,7 @@ class RunConfig:
     output_dir: str = bounded("runs", check=_output_dir_check)
     model: Any = None
     data: Any = None
+    task: Any = None
     paradigm: Any = None
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

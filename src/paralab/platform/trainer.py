@@ -29,11 +29,14 @@ class RngStateInCheckpoint(Callback):
 LAST = "last"  # last.ckpt: what --resume continues from
 
 
-def checkpoint_callbacks(dirpath: str) -> list[ModelCheckpoint]:
-    """The best epoch by ``val/acc`` (``epochNNN.ckpt``) and ``last.ckpt`` after every epoch.
+def checkpoint_callbacks(
+    dirpath: str, monitor: str = "val/acc", higher_is_better: bool = True
+) -> list[ModelCheckpoint]:
+    """The best epoch by ``monitor`` (the task's ``val/<headline>``; ``epochNNN.ckpt``) and
+    ``last.ckpt`` after every epoch.
 
     Lightning 2.6 writes ``save_last`` only when a top-k checkpoint was written in the same step,
-    i.e. when ``val/acc`` improved, so ``--resume`` would redo the epochs since the best one. A
+    i.e. when ``monitor`` improved, so ``--resume`` would redo the epochs since the best one. A
     second, unmonitored checkpoint named ``last`` is written every epoch instead. Lightning runs
     them in this order, so ``last.ckpt`` holds the best checkpoint's updated state.
     """
@@ -42,8 +45,8 @@ def checkpoint_callbacks(dirpath: str) -> list[ModelCheckpoint]:
         filename="epoch{epoch:03d}",
         auto_insert_metric_name=False,
         save_top_k=1,
-        monitor="val/acc",
-        mode="max",
+        monitor=monitor,
+        mode="max" if higher_is_better else "min",
     )
     last = ModelCheckpoint(
         dirpath=dirpath,
@@ -164,14 +167,19 @@ def build_trainer(
     *,
     checkpoints: bool = True,
     callbacks: list[Callback] | None = None,
+    monitor: str = "val/acc",
+    higher_is_better: bool = True,
     **overrides: Any,
 ) -> L.Trainer:
+    """The Trainer for ``cfg``; with ``checkpoints``, the best epoch by ``monitor`` is kept."""
     show_bar = sys.stderr.isatty() if cfg.progress_bar is None else cfg.progress_bar
     all_callbacks: list[Callback] = [RngStateInCheckpoint(), DivergenceCheck()]
     if not show_bar:
         all_callbacks.append(EpochLine())
     if checkpoints and tracker is not None:
-        all_callbacks += checkpoint_callbacks(str(tracker.checkpoint_dir))
+        all_callbacks += checkpoint_callbacks(
+            str(tracker.checkpoint_dir), monitor, higher_is_better
+        )
     all_callbacks += callbacks or []
     options: dict[str, Any] = dict(
         max_epochs=cfg.max_epochs,

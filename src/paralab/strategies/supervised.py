@@ -60,26 +60,29 @@ class Supervised(Paradigm):
         from paralab.platform.trainer import CountTestImages, Throughput, build_trainer
 
         data, dcfg = ctx.data, ctx.config.data
-        task = ctx.build_task()
+        module = ctx.build_module()
+        task = ctx.task
         throughput, tested = Throughput(), CountTestImages()
         trainer = build_trainer(
             ctx.config.trainer, ctx.tracker, checkpoints=ctx.config.tracking.checkpoints,
-            callbacks=[throughput, tested, *ctx.callbacks],
+            callbacks=[throughput, tested, *ctx.callbacks], monitor=f"val/{task.headline}",
+            higher_is_better=task.higher_is_better,
         )  # fmt: skip
         train = make_loader(data.train, dcfg.batch_size, shuffle=True, seed=ctx.config.seed,
                             num_workers=dcfg.num_workers)  # fmt: skip
         val = eval_loader(data.val, dcfg.eval_batch_size, trainer)
         # weights_only: a run folder may come from anywhere; Lightning's default follows torch's
         # (which TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD can turn off)
-        trainer.fit(task, train, val if len(data.val) else None, ckpt_path=ctx.last_checkpoint(),
+        trainer.fit(module, train, val if len(data.val) else None, ckpt_path=ctx.last_checkpoint(),
                     weights_only=True)  # fmt: skip
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if self.cfg.test:
             test = eval_loader(data.test, dcfg.eval_batch_size, trainer)
-            trainer.test(task, test, verbose=False)
+            trainer.test(module, test, verbose=False)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
             metrics["test/images"] = tested.count
         metrics.update(epochs=trainer.current_epoch, steps=trainer.global_step,
                        world_size=trainer.world_size)  # fmt: skip
         metrics["time/train_images_per_s"] = throughput.images_per_second
+        ctx.draw_predictions(module.model, module.device)
         return metrics

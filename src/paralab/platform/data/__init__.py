@@ -5,7 +5,9 @@ from paralab.platform.data.base import ClassificationData, DataConfig, InMemoryI
 from paralab.platform.data.registry import DATASETS, register_dataset
 from paralab.platform.registry import import_modules
 
-import_modules(DATASETS, __name__, ["digits", "mnist", "cifar", "image_folder"])
+import_modules(
+    DATASETS, __name__, ["digits", "mnist", "cifar", "image_folder", "canvas", "mask_folder"]
+)
 
 __all__ = [
     "DATASETS",

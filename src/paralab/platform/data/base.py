@@ -1,9 +1,11 @@
-"""In-memory image classification data: the one shape every paradigm consumes.
+"""In-memory image data (class labels or per-pixel masks): the one shape every paradigm consumes.
 
 Images are kept as uint8 tensors and normalised per batch, so a dataset costs one byte per pixel
-in every process that holds it (Ray workers included). ``__getitems__`` returns a whole batch in
-one indexing operation; :func:`make_loader` pairs it with a pass-through collate, which keeps the
-data path as cheap as slicing tensors in a plain PyTorch loop.
+in every process that holds it (Ray workers included). Segmentation masks are kept as uint8 too
+(60k 64x64 masks are 245 MB, not 2 GB as int64) and widened to long per batch. ``__getitems__``
+returns a whole batch in one indexing operation; :func:`make_loader` pairs it with a pass-through
+collate, which keeps the data path as cheap as slicing tensors in a plain PyTorch loop. Class
+labels take exactly the path they always took: the mask branch costs them one attribute test.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from paralab.errors import ConfigError
 from paralab.platform.bounds import bounded, limits
 
 AUGMENTATIONS = ("hflip", "crop")
+IGNORE_INDEX = 255  # mask value of void pixels (unlabelled, or padded in by a crop): no loss
+CROP_PAD = 4
 
 
 @dataclass
@@ -37,7 +41,11 @@ class DataConfig:
 
 
 class InMemoryImages(Dataset):
-    """Images (N, C, H, W) uint8 and integer targets; items are normalised float tensors."""
+    """Images (N, C, H, W) uint8 and targets: class labels (N,) or class masks (N, H, W).
+
+    Items are normalised float images with long targets. Masks are stored as uint8 (values are
+    class ids or :data:`IGNORE_INDEX`) and get the same flip and crop as their images.
+    """
 
     def __init__(
         self,
@@ -50,7 +58,18 @@ class InMemoryImages(Dataset):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError("images must be a uint8 tensor of shape (N, C, H, W)")
         self.images = images
-        self.targets = targets.long()
+        self.has_masks = targets.ndim == 3
+        if self.has_masks:
+            if targets.shape != (images.shape[0], *images.shape[2:]):
+                raise ValueError(
+                    f"masks of shape {tuple(targets.shape)} do not match images of shape "
+                    f"{tuple(images.shape)}: masks must be (N, H, W)"
+                )
+            if targets.dtype != torch.uint8 and (targets.min() < 0 or targets.max() > 255):
+                raise ValueError("mask values must be class ids in 0..254, or 255 (ignore)")
+            self.targets = targets.to(torch.uint8)
+        else:
+            self.targets = targets.long()
         self.mean = mean.view(1, -1, 1, 1)
         self.std = std.view(1, -1, 1, 1)
         self.augment = tuple(augment)
@@ -62,11 +81,24 @@ class InMemoryImages(Dataset):
         x = (images.float() / 255.0 - self.mean) / self.std
         return augment_batch(x, self.augment) if self.augment else x
 
+    def _with_masks(
+        self, images: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (images.float() / 255.0 - self.mean) / self.std
+        if self.augment:
+            x, masks = augment_with_masks(x, masks, self.augment)
+        return x, masks.long()
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.has_masks:
+            x, y = self._with_masks(self.images[index : index + 1], self.targets[index : index + 1])
+            return x[0], y[0]
         return self._normalise(self.images[index : index + 1])[0], self.targets[index]
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(indices, dtype=torch.long)
+        if self.has_masks:
+            return self._with_masks(self.images[index], self.targets[index])
         return self._normalise(self.images[index]), self.targets[index]
 
     def subset(self, indices: Sequence[int] | torch.Tensor, augment: bool = True) -> InMemoryImages:
@@ -87,15 +119,38 @@ def augment_batch(x: torch.Tensor, ops: Sequence[str]) -> torch.Tensor:
         flip = torch.rand(n) < 0.5
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
     if "crop" in ops:
-        x = random_crop(x, pad=4)
+        x = random_crop(x, pad=CROP_PAD)
     return x
+
+
+def augment_with_masks(
+    x: torch.Tensor, masks: torch.Tensor, ops: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`augment_batch` for images (N, C, H, W) and their masks (N, H, W): each random draw
+    is made once and applied to both; pixels a crop pads in are :data:`IGNORE_INDEX` in masks."""
+    n = x.shape[0]
+    if "hflip" in ops:
+        flip = torch.rand(n) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        masks = torch.where(flip.view(-1, 1, 1), masks.flip(-1), masks)
+    if "crop" in ops:
+        offsets = torch.randint(0, 2 * CROP_PAD + 1, (2, n))
+        x = crop_at(x, CROP_PAD, offsets)
+        masks = crop_at(masks.unsqueeze(1), CROP_PAD, offsets, fill=IGNORE_INDEX).squeeze(1)
+    return x, masks
 
 
 def random_crop(x: torch.Tensor, pad: int) -> torch.Tensor:
     """Pad by ``pad`` pixels and crop back to the input size at a random offset per image."""
+    return crop_at(x, pad, torch.randint(0, 2 * pad + 1, (2, x.shape[0])))
+
+
+def crop_at(x: torch.Tensor, pad: int, offsets: torch.Tensor, fill: float = 0) -> torch.Tensor:
+    """Pad by ``pad`` pixels of ``fill`` and crop back to the input size at ``offsets`` (2, N):
+    row and column offsets into the padded image, each in [0, 2 * pad]."""
     n, c, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    dy, dx = torch.randint(0, 2 * pad + 1, (2, n))
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), value=fill)
+    dy, dx = offsets
     rows = (dy.view(-1, 1) + torch.arange(h)).view(n, 1, h, 1)
     cols = (dx.view(-1, 1) + torch.arange(w)).view(n, 1, 1, w)
     return padded[torch.arange(n).view(n, 1, 1, 1), torch.arange(c).view(1, c, 1, 1), rows, cols]
@@ -103,7 +158,11 @@ def random_crop(x: torch.Tensor, pad: int) -> torch.Tensor:
 
 @dataclass
 class ClassificationData:
-    """A dataset's three splits plus what a model needs to know about its inputs."""
+    """A dataset's three splits plus what a model needs to know about its inputs.
+
+    For ``task="segmentation"`` targets are masks, ``classes[0]`` is ``"background"`` and
+    ``ignore_index`` is :data:`IGNORE_INDEX` when masks can hold void pixels (else None).
+    """
 
     name: str
     classes: list[str]
@@ -111,6 +170,7 @@ class ClassificationData:
     val: InMemoryImages
     test: InMemoryImages
     task: str = "classification"
+    ignore_index: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -125,6 +185,9 @@ class ClassificationData:
         return tuple(self.train.images.shape[-2:])  # type: ignore[return-value]
 
 
+ImageData = ClassificationData  # the name that says it holds masks too
+
+
 def build_classification_data(
     name: str,
     classes: list[str],
@@ -133,6 +196,49 @@ def build_classification_data(
     cfg: DataConfig,
 ) -> ClassificationData:
     """Split a validation set off the training images (seeded) and wrap all splits."""
+    return _build(name, classes, train, test, cfg)
+
+
+def build_segmentation_data(
+    name: str,
+    classes: list[str],
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    cfg: DataConfig,
+    ignore_index: int | None = None,
+) -> ClassificationData:
+    """:func:`build_classification_data` for images (uint8 NCHW) with masks (uint8 NHW) whose
+    values are indices into ``classes`` (``classes[0] == "background"``) or ``ignore_index``.
+    A crop augmentation pads in void pixels, so it sets ``ignore_index`` to IGNORE_INDEX."""
+    if not classes or classes[0] != "background":
+        raise ValueError(f"segmentation classes must start with 'background', not {classes[:1]}")
+    if "crop" in cfg.augment:
+        ignore_index = IGNORE_INDEX
+    for split, (images, masks) in (("train", train), ("test", test)):
+        if masks.dtype != torch.uint8 or masks.shape != (images.shape[0], *images.shape[2:]):
+            raise ValueError(
+                f"{name} {split}: masks must be uint8 (N, H, W) matching images "
+                f"{tuple(images.shape)}, not {masks.dtype} {tuple(masks.shape)}"
+            )
+        counts = torch.bincount(masks.flatten(), minlength=256)
+        counts[: len(classes)] = 0
+        if ignore_index is not None:
+            counts[ignore_index] = 0
+        if counts.any():
+            bad = counts.nonzero().flatten().tolist()
+            raise ValueError(f"{name} {split}: mask values {bad} are not class ids or ignored")
+    data = _build(name, classes, train, test, cfg)
+    data.task, data.ignore_index = "segmentation", ignore_index
+    return data
+
+
+def _build(
+    name: str,
+    classes: list[str],
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    cfg: DataConfig,
+) -> ClassificationData:
     images, targets = train
     order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(cfg.split_seed))
     n_val = round(cfg.val_fraction * len(targets))

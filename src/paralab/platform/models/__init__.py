@@ -4,6 +4,8 @@ from paralab.platform.models.base import Backbone, Classifier, InputSpec, ModelC
 from paralab.platform.models.registry import MODELS, register_model
 from paralab.platform.registry import import_modules
 
-import_modules(MODELS, __name__, ["cnn", "fedavg_cnn", "mlp", "resnet", "vit"])
+import_modules(
+    MODELS, __name__, ["cnn", "fedavg_cnn", "mlp", "resnet", "vit", "unet", "fcn", "segmenter"]
+)
 
 __all__ = ["MODELS", "Backbone", "Classifier", "InputSpec", "ModelConfig", "register_model"]

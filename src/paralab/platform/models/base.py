@@ -62,14 +62,15 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
 
-class Classifier(nn.Module):
-    """A ``Backbone`` followed by a linear ``head`` on its pooled features."""
+class HasBackbone(nn.Module):
+    """A model built on a :class:`Backbone` kept as ``self.backbone`` (every model: classifiers
+    and dense models alike), exposing its surface so hooks, probes and weight transfer treat
+    them the same."""
 
-    def __init__(self, backbone: Backbone, num_classes: int) -> None:
+    def __init__(self, backbone: Backbone) -> None:
         super().__init__()
         self.backbone = backbone
         self.num_features = backbone.num_features
-        self.head = nn.Linear(self.num_features, num_classes)
 
     @property
     def feature_info(self) -> list[dict]:
@@ -85,6 +86,14 @@ class Classifier(nn.Module):
         """The NCHW maps of the stages ``indices`` picks (default all; see ``take_indices``),
         shallow to deep; stages past the deepest one picked are not run."""
         return self.backbone.forward_intermediates(x, indices)
+
+
+class Classifier(HasBackbone):
+    """A ``Backbone`` followed by a linear ``head`` on its pooled features."""
+
+    def __init__(self, backbone: Backbone, num_classes: int) -> None:
+        super().__init__(backbone)
+        self.head = nn.Linear(self.num_features, num_classes)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features)

@@ -80,7 +80,7 @@ class CNNBackbone(Backbone):
         return maps
 
 
-@register_model("cnn", config=CNNConfig)
+@register_model("cnn", config=CNNConfig, task="classification")
 def cnn(cfg: CNNConfig, spec: InputSpec) -> Classifier:
     """Conv-BN-ReLU stages, each halving the resolution, then global average pooling."""
     return Classifier(CNNBackbone(cfg, spec), spec.num_classes)

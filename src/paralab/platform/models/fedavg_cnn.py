@@ -79,7 +79,7 @@ class FedAvgCNNBackbone(Backbone):
         return maps
 
 
-@register_model("fedavg_cnn", config=FedAvgCNNConfig)
+@register_model("fedavg_cnn", config=FedAvgCNNConfig, task="classification")
 def fedavg_cnn(cfg: FedAvgCNNConfig, spec: InputSpec) -> Classifier:
     """McMahan et al. (2017)'s FedAvg CNN: conv5x5(32)-pool-conv5x5(64)-pool-fc(512)-head,
     1,663,370 parameters on 1x28x28 with 10 classes, the paper's figure."""

@@ -69,7 +69,7 @@ class MLPBackbone(Backbone):
         return maps
 
 
-@register_model("mlp", config=MLPConfig)
+@register_model("mlp", config=MLPConfig, task="classification")
 def mlp(cfg: MLPConfig, spec: InputSpec) -> Classifier:
     """MLP on flattened pixels: van de Ven & Tolias (2019) "Three scenarios for continual
     learning" (default, ``model.hidden=[400,400]``: 478,410 parameters on 1x28x28 with 10

@@ -70,7 +70,7 @@ class ResNetBackbone(Backbone):
         return maps
 
 
-@register_model("resnet18", config=ResNetConfig)
+@register_model("resnet18", config=ResNetConfig, task="classification")
 def resnet18(cfg: ResNetConfig, spec: InputSpec) -> Classifier:
     """ResNet-18 (torchvision); the small-input stem suits 28-32 px images, as for CIFAR."""
     from torchvision.models import resnet18 as tv_resnet18

@@ -75,7 +75,7 @@ class ViTBackbone(Backbone):
         return maps
 
 
-@register_model("vit", config=ViTConfig)
+@register_model("vit", config=ViTConfig, task="classification")
 def vit(cfg: ViTConfig, spec: InputSpec) -> Classifier:
     """A small ViT; image size must be divisible by model.patch_size."""
     h, w = spec.image_size

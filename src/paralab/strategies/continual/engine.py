@@ -6,7 +6,6 @@ Imported only inside :meth:`Continual.run` (Avalanche's import costs seconds), s
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,37 +17,24 @@ import torch
 from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
 from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
 from avalanche.benchmarks.scenarios.task_aware import with_task_labels
-from avalanche.benchmarks.utils.classification_dataset import (
-    _make_taskaware_classification_dataset,
-)
 from avalanche.core import SupervisedPlugin
-from avalanche.evaluation.metrics import accuracy_metrics
-from avalanche.models import MultiTaskModule
+from avalanche.models import MultiTaskModule, avalanche_forward
 from avalanche.training import plugins as avl_plugins
-from avalanche.training.plugins import EvaluationPlugin, SynapticIntelligencePlugin
+from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 
+from paralab.platform.data.base import make_loader
 from paralab.platform.schema import OptimConfig
+from paralab.platform.tasks import Task
+from paralab.platform.tasks.evaluate import evaluate as evaluate_task
 from paralab.platform.tasks.optim import build_scheduler
+from paralab.strategies.continual.avalanche_compat import taskaware_dataset
 from paralab.strategies.continual.config import ContinualConfig
-from paralab.strategies.continual.fastdata import FastDataMixin, PerItem
+from paralab.strategies.continual.fastdata import FastDataMixin, PerItem, TaskLabelled
 from paralab.strategies.continual.methods import PLUGINS, STRATEGIES
 from paralab.strategies.continual.scenarios import Experience
 from paralab.strategies.continual.state import with_ids
-
-
-@torch.no_grad()
-def _si_extract_weights(model: nn.Module, target: dict, excluded_parameters) -> None:
-    for name, param in SynapticIntelligencePlugin.allowed_parameters(model, excluded_parameters):
-        target[name].data = param.detach().cpu().flatten().clone()
-
-
-# Avalanche 0.6's SI snapshots weights with ``param.detach().cpu().flatten()``: on a CPU that is
-# a view of the live parameter, so "old" and "new" weights are one tensor, the importance is 0
-# and SI trains exactly like naive. Snapshot copies instead (a no-op change on GPUs).
-SynapticIntelligencePlugin.extract_weights = staticmethod(_si_extract_weights)
-
 
 #: Avalanche warnings a user cannot act on, by message.
 NOISE = ("No loggers specified", "Call to deprecated", "deprecated")
@@ -128,17 +114,24 @@ class LossWatch(SupervisedPlugin):
         return float(self.total) / self.count if self.count else 0.0
 
 
-def to_benchmark(stream: list[Experience]):
-    """An Avalanche scenario (train and test streams, task labels, class timeline)."""
+def to_benchmark(stream: list[Experience], task: Task):
+    """An Avalanche scenario (train and test streams, task labels, class timeline).
+
+    Avalanche's classification datasets carry one ``targets`` label per sample (class timeline,
+    class-balanced buffers): the task's ``partition_labels`` (for masks, the dominant class),
+    while the items keep the task's own targets.
+    """
+
+    def wrap(images, task_label: int):
+        labels = task.partition_labels(images.targets).tolist()
+        return taskaware_dataset(PerItem(images), task_label, labels)
+
     train, first = [], 0
     for e in stream:  # numbered samples: checkpoints save buffers as these numbers
-        dataset = _make_taskaware_classification_dataset(PerItem(e.train), task_labels=e.task_label)
+        dataset = wrap(e.train, e.task_label)
         train.append(with_ids(dataset, first))
         first += len(dataset)
-    test = [
-        _make_taskaware_classification_dataset(PerItem(e.test), task_labels=e.task_label)
-        for e in stream
-    ]
+    test = [wrap(e.test, e.task_label) for e in stream]
     benchmark = with_classes_timeline(
         with_task_labels(benchmark_from_datasets(train=train, test=test))
     )
@@ -156,6 +149,7 @@ def build_strategy(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     *,
+    task: Task,
     optim_cfg: OptimConfig,
     stream: list[Experience],
     device: torch.device,
@@ -165,7 +159,8 @@ def build_strategy(
     seed: int,
     fast_data: bool = True,
 ) -> SupervisedTemplate:
-    """The Avalanche strategy named in ``cfg``, with its plugins, our loaders and schedule.
+    """The Avalanche strategy named in ``cfg``, with its plugins, our loaders and schedule; its
+    criterion is the task's loss (the strategy evaluates nothing itself: see :func:`evaluate`).
 
     ``fast_data=False`` keeps Avalanche's own data loaders (to measure what the fast path buys).
     """
@@ -193,7 +188,7 @@ def build_strategy(
     ]
     plugins += [ConfigSchedule(optim_cfg, epochs), LossWatch()]
     with quiet_avalanche():
-        evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=[])
+        evaluator = EvaluationPlugin(loggers=[])
     common: dict[str, Any] = dict(
         optimizer=optimizer,
         train_mb_size=batch_size,
@@ -203,15 +198,12 @@ def build_strategy(
         plugins=plugins,
         evaluator=evaluator,
     )
-    criterion = nn.CrossEntropyLoss(label_smoothing=optim_cfg.label_smoothing)
+    criterion = task.loss
     if cfg.strategy == "icarl":
         return fast(
             feature_extractor=model.backbone, classifier=model.head, **common, **method.options(cfg)
         )
     return fast(model=model, criterion=criterion, **common, **method.options(cfg))
-
-
-_EXP_ACC = re.compile(r"^Top1_Acc_Exp/eval_phase/test_stream/Task\d+/Exp(\d+)$")
 
 
 def train(strategy: SupervisedTemplate, experiences) -> float:
@@ -222,13 +214,26 @@ def train(strategy: SupervisedTemplate, experiences) -> float:
     return watch.mean
 
 
-def evaluate(strategy: SupervisedTemplate, test_stream) -> list[float]:
-    """Accuracy on every test experience (Avalanche's experience accuracy metric)."""
-    with quiet_avalanche():
-        strategy.eval(test_stream)
-    found = {}
-    for name, value in strategy.evaluator.get_last_metrics().items():
-        match = _EXP_ACC.match(name)
-        if match:
-            found[int(match.group(1))] = float(value)
-    return [found[j] for j in range(len(test_stream))]
+def evaluate(
+    strategy: SupervisedTemplate, stream: list[Experience], task: Task, batch_size: int
+) -> list[dict[str, float]]:
+    """The task's metrics of the strategy's model on each experience's test data.
+
+    The platform's one evaluation loop (:func:`paralab.platform.tasks.evaluate.evaluate`) on the
+    in-memory test images, not ``strategy.eval``: Avalanche's evaluation goes item by item
+    through its dataset layers and reads scores back from metric names. A multi-head model is
+    called with the experience's task label (``avalanche_forward``); iCaRL's model classifies by
+    nearest class mean in eval mode, as in Avalanche.
+    """
+    model, results = strategy.model, []
+    for e in stream:
+        labels = torch.full((batch_size,), e.task_label, device=strategy.device)
+        forward = None
+        if isinstance(model, MultiTaskModule):
+
+            def forward(x, labels=labels):
+                return avalanche_forward(model, x, labels[: len(x)])
+
+        batches = make_loader(TaskLabelled(e.test, e.task_label), batch_size, shuffle=False)
+        results.append(evaluate_task(task, model, batches, strategy.device, forward))
+    return results

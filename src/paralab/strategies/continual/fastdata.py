@@ -36,7 +36,8 @@ class TaskLabelled(torch.utils.data.Dataset):
 
 
 class PerItem(torch.utils.data.Dataset):
-    """Avalanche's view of an experience: items ``(x, int label)`` like its tensor datasets."""
+    """Avalanche's view of an experience: items ``(x, y)``, ``y`` an int label like its tensor
+    datasets' (or a mask tensor, for dense tasks)."""
 
     def __init__(self, images: InMemoryImages) -> None:
         self.images = images
@@ -47,7 +48,7 @@ class PerItem(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         x, y = self.images[index]
-        return x, int(y)
+        return x, (int(y) if y.ndim == 0 else y)
 
 
 _BASE = {

@@ -1,7 +1,12 @@
 """The continual methods, Mammoth-style: one table of names -> Avalanche strategies and plugins.
 
-Each entry names an Avalanche 0.6 class, the scenarios it supports and how its options come from
-:class:`ContinualConfig`. A new method is one row here; tests loop over the table.
+Each entry names an Avalanche 0.6 class, the scenarios and tasks it supports and how its options
+come from :class:`ContinualConfig`. A new method is one row here; tests loop over the table (every
+method x every task it declares runs a short fit).
+
+Classification-only methods read class labels or one logit per class: iCaRL (exemplars and
+nearest class means), GDumb (a class-balanced buffer), DER (replayed logits), LwF (distillation
+over per-class logits). GEM and A-GEM project flattened gradients and work with any loss.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from paralab.errors import ConfigError
 from paralab.strategies.continual.config import ContinualConfig
 
 ALL = ("class", "task", "domain")
+ANY_TASK = ("classification", "segmentation")
+CLASSIFICATION = ("classification",)
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,8 @@ class Method:
     description: str
     #: False where Avalanche flattens gradients with ``.view(-1)``, which NHWC tensors refuse
     channels_last: bool = True
+    #: the tasks (``task.name``) the method can train
+    tasks: tuple[str, ...] = ANY_TASK
 
 
 def _none(cfg: ContinualConfig) -> dict[str, Any]:
@@ -57,6 +66,7 @@ STRATEGIES: dict[str, Method] = {
         ALL,
         lambda c: {"alpha": c.lwf_alpha, "temperature": c.lwf_temperature},
         "learning without forgetting (distillation)",
+        tasks=CLASSIFICATION,
     ),
     "agem": Method(
         "AGEM",
@@ -79,18 +89,21 @@ STRATEGIES: dict[str, Method] = {
         ("class",),
         lambda c: {"memory_size": c.mem_size, "buffer_transform": None, "fixed_memory": True},
         "iCaRL: exemplars + nearest-mean classifier; new classes per experience",
+        tasks=CLASSIFICATION,
     ),
     "gdumb": Method(
         "GDumb",
         ("class", "domain"),
         lambda c: {"mem_size": c.mem_size},
         "greedy class-balanced buffer, retrained from scratch",
+        tasks=CLASSIFICATION,
     ),
     "der": Method(
         "DER",
         ("class", "domain"),
         lambda c: {"mem_size": c.mem_size, "alpha": c.der_alpha, "beta": c.der_beta},
         "dark experience replay (one head: logits are replayed)",
+        tasks=CLASSIFICATION,
     ),
 }
 
@@ -105,6 +118,7 @@ PLUGINS: dict[str, Method] = {
         ALL,
         lambda c: {"alpha": c.lwf_alpha, "temperature": c.lwf_temperature},
         "LwF distillation",
+        tasks=CLASSIFICATION,
     ),
     "agem": Method(
         "AGEMPlugin",
@@ -136,8 +150,9 @@ def takes_channels_last(cfg: ContinualConfig) -> bool:
     return all(m.channels_last for m in methods)
 
 
-def check_method(cfg: ContinualConfig) -> None:
-    """Raise :class:`ConfigError` for an unknown name or a strategy/plugin-scenario mismatch."""
+def check_method(cfg: ContinualConfig, task: str = "classification") -> None:
+    """Raise :class:`ConfigError` for an unknown name, or a strategy or plugin that does not
+    support the scenario or the task."""
     if cfg.strategy not in STRATEGIES:
         raise ConfigError(
             f"paradigm.strategy={cfg.strategy!r}: unknown continual strategy. "
@@ -150,6 +165,12 @@ def check_method(cfg: ContinualConfig) -> None:
             f"{cfg.strategy} supports {', '.join(strategy.scenarios)}. Pick one of those "
             f"scenarios, or a strategy that supports {cfg.scenario}: "
             f"{', '.join(n for n, m in STRATEGIES.items() if cfg.scenario in m.scenarios)}"
+        )
+    if task not in strategy.tasks:
+        raise ConfigError(
+            f"paradigm.strategy={cfg.strategy} does not support task={task} (it supports "
+            f"{', '.join(strategy.tasks)}). Strategies for {task}: "
+            f"{', '.join(n for n, m in STRATEGIES.items() if task in m.tasks)}"
         )
     if len(set(cfg.plugins)) != len(cfg.plugins):
         raise ConfigError(f"paradigm.plugins={cfg.plugins}: a plugin is named twice")
@@ -165,6 +186,11 @@ def check_method(cfg: ContinualConfig) -> None:
             )
         if cfg.scenario not in PLUGINS[name].scenarios:
             raise ConfigError(f"paradigm.plugins: {name} does not support scenario {cfg.scenario}")
+        if task not in PLUGINS[name].tasks:
+            raise ConfigError(
+                f"paradigm.plugins: {name} does not support task={task}; plugins for {task}: "
+                f"{', '.join(n for n, m in PLUGINS.items() if task in m.tasks)}"
+            )
     if cfg.strategy in ("icarl", "joint") and cfg.plugins:
         raise ConfigError(
             f"paradigm.plugins: strategy {cfg.strategy} takes no plugins; set paradigm.plugins=[]"

@@ -18,12 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def continual_metrics(matrix: Sequence[Sequence[float]]) -> dict[str, float]:
-    """``test/acc`` (final average accuracy), and ``forgetting`` and ``bwt`` when defined."""
+def continual_metrics(matrix: Sequence[Sequence[float]], name: str = "acc") -> dict[str, float]:
+    """``test/<name>`` (final average of the matrix's score, e.g. accuracy), and ``forgetting``
+    and ``bwt`` when defined. A NaN cell (a score with nothing to score) counts as 0."""
     if not matrix or not matrix[-1]:
         raise ValueError("the accuracy matrix is empty")
+    matrix = [[v if v == v else 0.0 for v in row] for row in matrix]
     last = list(matrix[-1])
-    result = {"test/acc": sum(last) / len(last)}
+    result = {f"test/{name}": sum(last) / len(last)}
     n = len(matrix)
     if n < 2 or len(last) != n:
         return result
@@ -35,13 +37,16 @@ def continual_metrics(matrix: Sequence[Sequence[float]]) -> dict[str, float]:
     return result
 
 
-def write_matrix_json(path: Path, matrix: list[list[float]], labels: list[str]) -> None:
+def write_matrix_json(
+    path: Path, matrix: list[list[float]], labels: list[str], name: str = "acc"
+) -> None:
     payload = {
         "rows": "after training on experience i",
         "columns": "test experience j",
+        "score": f"test/{name}",
         "experiences": labels,
         "matrix": matrix,
-        **continual_metrics(matrix),
+        **continual_metrics(matrix, name),
     }
     path.write_text(json.dumps(payload, indent=2) + "\n")
 

@@ -1,8 +1,11 @@
 """``paradigm=continual``: the platform's model trained on a stream of experiences by Avalanche.
 
-After every experience the model is tested on every test experience (a row of the accuracy
-matrix), the row is logged (``step`` = experience), one progress line goes to stderr and a
-checkpoint is written; ``paralab run --resume`` continues at the next experience.
+The run's task gives the strategy its criterion and judges the model: after every experience
+the model is tested on every test experience with the task's metrics, and the task's headline
+(accuracy, or the mean IoU of the experience's classes) fills a row of the matrix (named
+``accuracy_matrix`` for the field's usual case). The row is logged (``step`` = experience), one
+progress line goes to stderr and a checkpoint is written; ``paralab run --resume`` continues at
+the next experience.
 """
 
 from __future__ import annotations
@@ -19,16 +22,23 @@ from paralab.strategies.continual.config import ContinualConfig
 from paralab.strategies.continual.devices import check_device, resolve_device
 from paralab.strategies.continual.methods import check_method, takes_channels_last
 from paralab.strategies.continual.metrics import continual_metrics, plot_matrix, write_matrix_json
-from paralab.strategies.continual.scenarios import DOMAIN_SHIFTS, SCENARIOS, build_stream
+from paralab.strategies.continual.scenarios import (
+    DOMAIN_SHIFTS,
+    SCENARIOS,
+    build_stream,
+    class_order,
+)
 
 if TYPE_CHECKING:
     from paralab.platform.config import ResolvedConfig
     from paralab.platform.data import ClassificationData
     from paralab.platform.runner import RunContext
+    from paralab.platform.tasks import Task
 
 
-def check_scenario(cfg: ContinualConfig, num_classes: int) -> None:
-    """Scenario choices and what they need of the data (ranges are declared on the fields)."""
+def check_scenario(cfg: ContinualConfig, num_classes: int, task: Task | None = None) -> None:
+    """Scenario choices and what they need of the data and task (ranges are declared on the
+    fields). ``num_classes``: the classes a class-incremental stream hands out."""
     if cfg.scenario not in SCENARIOS:
         raise ConfigError(
             f"paradigm.scenario={cfg.scenario!r}: choose one of {', '.join(SCENARIOS)}"
@@ -36,6 +46,11 @@ def check_scenario(cfg: ContinualConfig, num_classes: int) -> None:
     if cfg.domain_shift not in DOMAIN_SHIFTS:
         raise ConfigError(
             f"paradigm.domain_shift={cfg.domain_shift!r}: choose one of {', '.join(DOMAIN_SHIFTS)}"
+        )
+    if task is not None and cfg.scenario not in task.scenarios:
+        raise ConfigError(
+            f"paradigm.scenario={cfg.scenario} does not apply to task={task.name}: choose one "
+            f"of {', '.join(task.scenarios)}"
         )
     if cfg.scenario != "domain" and cfg.n_experiences > num_classes:
         raise ConfigError(
@@ -60,20 +75,23 @@ class Continual(Paradigm):
         return "+".join([self.cfg.strategy, *self.cfg.plugins])
 
     def check(self, config: ResolvedConfig, data: ClassificationData) -> None:
-        check_scenario(self.cfg, data.num_classes)
-        check_method(self.cfg)
+        from paralab.platform.runner import build_task
+
+        task = build_task(config, data)
+        check_scenario(self.cfg, len(task.incremental_classes()), task)
+        check_method(self.cfg, task.name)
         check_device(config.trainer)
 
     def run(self, ctx: RunContext) -> dict[str, float]:
         from paralab.platform.tasks.optim import build_optimizer
         from paralab.strategies.continual import engine
 
-        cfg, config, data = self.cfg, ctx.config, ctx.data
+        cfg, config, data, task = self.cfg, ctx.config, ctx.data, ctx.task
         epochs = cfg.epochs or config.trainer.max_epochs
         stream = build_stream(
             data.train,
             data.test,
-            data.num_classes,
+            task.incremental_classes(),
             cfg.scenario,
             cfg.n_experiences,
             cfg.class_order_seed,
@@ -90,6 +108,7 @@ class Continual(Paradigm):
             cfg,
             model,
             build_optimizer(model.parameters(), config.optim),
+            task=task,
             optim_cfg=config.optim,
             stream=stream,
             device=device,
@@ -98,7 +117,7 @@ class Continual(Paradigm):
             eval_batch_size=config.data.eval_batch_size,
             seed=config.seed,
         )
-        benchmark = engine.to_benchmark(stream)
+        benchmark = engine.to_benchmark(stream, task)
         folder = ctx.tracker.checkpoint_dir
         progress = checkpoint.Progress()
         if ctx.resuming:
@@ -122,24 +141,50 @@ class Continual(Paradigm):
             where = f"experience {progress.next_experience + 1}/{len(steps)}"
             check_finite({"train/loss": loss}, where=where)  # before a NaN model is saved
             progress.train_times.append(time.perf_counter() - started)
-            progress.matrix.append(engine.evaluate(strategy, benchmark.test_stream))
+            results = engine.evaluate(strategy, stream, task, config.data.eval_batch_size)
+            progress.matrix.append(
+                [task.score(r, e.score_classes) for r, e in zip(results, stream, strict=False)]
+            )
             self._log_step(ctx, progress, progress.next_experience - 1, len(steps), labels)
             if config.tracking.checkpoints:
                 checkpoint.save(folder, strategy, progress)
-        write_matrix_json(ctx.run_dir / "accuracy_matrix.json", progress.matrix, labels)
+        name = task.headline
+        write_matrix_json(ctx.run_dir / "accuracy_matrix.json", progress.matrix, labels, name)
         plot_matrix(
             ctx.run_dir / "accuracy_matrix.png",
             progress.matrix,
             labels,
-            f"{self.strategy} ({cfg.scenario}-incremental, {config.data.name})",
+            f"{self.strategy} ({cfg.scenario}-incremental, {config.data.name}): test/{name}",
         )
-        metrics = continual_metrics(progress.matrix)
+        metrics = continual_metrics(progress.matrix, name)
         metrics["train_time_s"] = sum(progress.train_times)
         for j, value in enumerate(progress.matrix[-1]):
-            metrics[f"test/acc_exp{j}"] = value
+            metrics[f"test/{name}_exp{j}"] = value
+        if cfg.scenario != "task":  # a multi-head model needs task labels to predict
+            ctx.draw_predictions(self._in_data_labels(strategy.model, task), strategy.device)
         for i, seconds in enumerate(progress.train_times):
             metrics[f"train_time_s/exp{i}"] = seconds
         return metrics
+
+    def _in_data_labels(self, model, task: Task):
+        """``model`` predicting the dataset's own class ids: a class-incremental classification
+        stream renumbers classes by their place in the class order (see :mod:`.scenarios`)."""
+        import torch
+
+        if self.cfg.scenario != "class" or task.data_kind != "classification":
+            return model
+        order = class_order(task.incremental_classes(), self.cfg.class_order_seed)
+        inverse = torch.argsort(torch.tensor(order))
+
+        class InDataLabels(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, x):
+                return self.model(x)[:, inverse.to(x.device)]
+
+        return InDataLabels()
 
     def _log_step(
         self,
@@ -152,19 +197,20 @@ class Continual(Paradigm):
         """Log row ``i`` of the matrix (step = experience) and print one progress line."""
         row, seconds = progress.matrix[i], progress.train_times[i]
         seen = row[: i + 1] if n_steps > 1 else row
+        name = ctx.task.headline
         record = {
             "experience": float(i),
             "exp/train_time_s": seconds,
-            "exp/acc_seen": sum(seen) / len(seen),
-            "exp/acc_all": sum(row) / len(row),
-            **{f"exp/acc_exp{j}": v for j, v in enumerate(row)},
+            f"exp/{name}_seen": sum(seen) / len(seen),
+            f"exp/{name}_all": sum(row) / len(row),
+            **{f"exp/{name}_exp{j}": v for j, v in enumerate(row)},
         }
         ctx.tracker.log_metrics(record, step=i)
         what = labels[i] if n_steps > 1 else "all experiences"
         print(
             f"[continual {self.strategy}] experience {i + 1}/{n_steps} ({what}): "
-            f"train {seconds:.1f} s, acc on seen {record['exp/acc_seen']:.3f}, "
-            f"on all {record['exp/acc_all']:.3f}",
+            f"train {seconds:.1f} s, {name} on seen {record[f'exp/{name}_seen']:.3f}, "
+            f"on all {record[f'exp/{name}_all']:.3f}",
             file=sys.stderr,
             flush=True,
         )

@@ -1,8 +1,8 @@
-"""Experience streams cut from a classification dataset: pure tensor work, no Avalanche.
+"""Experience streams cut from a dataset's splits: pure tensor work, no Avalanche.
 
 A scenario turns the train and test splits into ``n_experiences`` pairs of
 :class:`~paralab.platform.data.base.InMemoryImages`, so the paradigm can hand them to Avalanche
-*and* keep the batch-fetching fast path. Label conventions:
+*and* keep the batch-fetching fast path. Label conventions for class labels:
 
 - ``class``: experience i holds the i-th slice of a seeded class order; labels are remapped to
   their position in that order (so experience 0 holds labels 0..k-1, as iCaRL expects). One head.
@@ -10,6 +10,13 @@ A scenario turns the train and test splits into ``n_experiences`` pairs of
   (0..k-1): one head per task.
 - ``domain``: every experience holds all classes; experience i permutes the pixels (a seeded
   permutation; experience 0 keeps the original images) or rotates the images by i*180/n degrees.
+
+For masks (dense tasks), class-incremental follows Cermelli et al. (2020): experience i trains
+on the images that show a class of its slice, with only that slice labelled; every other pixel
+is background (the "background shift": old and future classes look like background). Its test
+images are those showing a class of the slice, with every class labelled, and its score is the
+mean IoU over the slice's classes. Class ids are kept (background 0 is in every experience).
+Domain shifts move masks with their images (pixels permuted alike, rotated with nearest).
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from dataclasses import dataclass
 import torch
 
 from paralab.platform.data.base import InMemoryImages
+
+IGNORE_INDEX = 255  # void pixels in masks
 
 SCENARIOS = ("class", "task", "domain")
 DOMAIN_SHIFTS = ("permuted", "rotated")
@@ -32,14 +41,17 @@ class Experience:
     test: InMemoryImages
     task_label: int
     classes: list[int]
+    #: the classes this experience's score covers (dense tasks), None: the whole headline
+    score_classes: list[int] | None = None
 
 
-def class_order(num_classes: int, seed: int | None) -> list[int]:
-    """A seeded permutation of the class ids (``None``: the natural order)."""
+def class_order(classes: int | list[int], seed: int | None) -> list[int]:
+    """A seeded permutation of the class ids ``classes`` (an int n: 0..n-1; ``None``: as given)."""
+    ids = list(range(classes)) if isinstance(classes, int) else list(classes)
     if seed is None:
-        return list(range(num_classes))
+        return ids
     generator = torch.Generator().manual_seed(seed)
-    return torch.randperm(num_classes, generator=generator).tolist()
+    return [ids[i] for i in torch.randperm(len(ids), generator=generator).tolist()]
 
 
 def split_classes(order: list[int], n_experiences: int) -> list[list[int]]:
@@ -61,6 +73,36 @@ def _select(split: InMemoryImages, classes: list[int], relabel: dict[int, int]) 
     table[torch.tensor(list(relabel))] = torch.tensor(list(relabel.values()))
     part.targets = table[part.targets]
     return part
+
+
+def _select_masks(split: InMemoryImages, classes: list[int], only_these: bool) -> InMemoryImages:
+    """The images showing a class of ``classes``; with ``only_these``, every other class (not
+    void) becomes background."""
+    wanted = torch.tensor(classes, dtype=split.targets.dtype)
+    shown = torch.isin(split.targets.flatten(1), wanted).any(1)
+    part = split.subset(shown.nonzero().flatten())
+    if only_these:
+        table = torch.zeros(256, dtype=split.targets.dtype)
+        table[wanted.long()] = wanted
+        table[IGNORE_INDEX] = IGNORE_INDEX
+        part.targets = table[part.targets.long()]
+    return part
+
+
+def dense_class_stream(
+    train: InMemoryImages, test: InMemoryImages, n_experiences: int, order: list[int]
+) -> list[Experience]:
+    """Class-incremental experiences over masks, with the background shift (module docstring)."""
+    return [
+        Experience(
+            _select_masks(train, classes, only_these=True),
+            _select_masks(test, classes, only_these=False),
+            0,
+            list(classes),
+            score_classes=list(classes),
+        )
+        for classes in split_classes(order, n_experiences)
+    ]
 
 
 def class_split_stream(
@@ -100,28 +142,36 @@ def rotation_angles(n_experiences: int) -> list[float]:
     return [i * 180.0 / n_experiences for i in range(n_experiences)]
 
 
-def _shift(split: InMemoryImages, images: torch.Tensor) -> InMemoryImages:
+def _shift(split: InMemoryImages, move) -> InMemoryImages:
+    """``split`` with ``move`` applied to its NCHW images (and to its masks, as N1HW)."""
     mean, std = split.mean.flatten(), split.std.flatten()
-    return InMemoryImages(images, split.targets.clone(), mean, std, split.augment)
+    targets = split.targets.clone()
+    if targets.ndim == 3:
+        targets = move(targets.unsqueeze(1)).squeeze(1).contiguous()
+    return InMemoryImages(move(split.images), targets, mean, std, split.augment)
 
 
 def permute_pixels(split: InMemoryImages, perm: torch.Tensor) -> InMemoryImages:
-    n, c, h, w = split.images.shape
-    images = split.images.reshape(n, c, h * w)[:, :, perm].reshape(n, c, h, w)
-    return _shift(split, images.contiguous())
+    def move(x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        return x.reshape(n, c, h * w)[:, :, perm].reshape(n, c, h, w).contiguous()
+
+    return _shift(split, move)
 
 
 def rotate(split: InMemoryImages, angle: float) -> InMemoryImages:
+    """Rotated by ``angle`` degrees (nearest neighbour: masks keep their class ids; corners
+    that come in are 0, background)."""
     from torchvision.transforms.functional import rotate as tv_rotate
 
-    return _shift(split, tv_rotate(split.images, angle) if angle else split.images.clone())
+    return _shift(split, lambda x: tv_rotate(x, angle) if angle else x.clone())
 
 
 def domain_stream(
     train: InMemoryImages, test: InMemoryImages, n_experiences: int, shift: str, seed: int
 ) -> list[Experience]:
     """Every experience holds all classes under its own input transformation."""
-    classes = sorted(set(train.targets.tolist()))
+    classes = sorted(set(train.targets.unique().tolist()) - {IGNORE_INDEX})
     if shift == "permuted":
         num_pixels = train.images.shape[-1] * train.images.shape[-2]
         perms = pixel_permutations(n_experiences, num_pixels, seed)
@@ -137,14 +187,17 @@ def domain_stream(
 def build_stream(
     train: InMemoryImages,
     test: InMemoryImages,
-    num_classes: int,
+    classes: int | list[int],
     scenario: str,
     n_experiences: int,
     order_seed: int | None,
     shift: str = "permuted",
 ) -> list[Experience]:
-    """The experiences of ``scenario`` (see the module docstring for the label conventions)."""
+    """The experiences of ``scenario`` over the class ids ``classes`` (an int n: 0..n-1); see
+    the module docstring for the label conventions. Targets of shape (N, H, W) are masks."""
     if scenario == "domain":
         return domain_stream(train, test, n_experiences, shift, order_seed or 0)
-    order = class_order(num_classes, order_seed)
+    order = class_order(classes, order_seed)
+    if train.targets.ndim == 3:
+        return dense_class_stream(train, test, n_experiences, order)
     return class_split_stream(train, test, n_experiences, order, task_labels=scenario == "task")

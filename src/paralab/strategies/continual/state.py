@@ -56,6 +56,7 @@ TRANSIENT = {
     "_experiences",  # JointTraining's stream, given again by the paradigm
     "device",
     "evaluator",
+    "_criterion",  # the task's loss, given again by the paradigm
 }
 #: The strategy's map of the parameters it optimizes: saved as their names in the model.
 PARAMS = "optimized_param_id"

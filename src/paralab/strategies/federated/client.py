@@ -5,15 +5,16 @@ client messages, so everything heavy lives in a per-worker cache built on its fi
 the validated config, the dataset (loaded once per worker, images stay uint8), every client's
 partition as an index array (recomputed from the seed: a few KB; the ``sampled`` scheme draws a
 client's indices when its message comes, so nothing per client is kept), and one registry model. A
-message only copies the global weights into that model and runs a lean loop: forward, the
-classification task's loss (cross-entropy with ``optim.label_smoothing``, as in
-``ClassificationTask``), backward, and the platform's optimizer from ``optim.*``.
+message only copies the global weights into that model and runs a lean loop: the run's task
+(:mod:`paralab.platform.tasks`) unpacks, forwards and gives the loss, then backward and the
+platform's optimizer from ``optim.*``; evaluation is the task's own metrics
+(:func:`paralab.platform.tasks.evaluate.evaluate`).
 
-Why not a Lightning ``Trainer`` (or the ``ClassificationTask`` itself) per client: a Trainer per
+Why not a Lightning ``Trainer`` (or the generic ``TaskModule``) per client: a Trainer per
 message adds its set-up, hooks and logging to every client (tens of ms, more than the whole
 training of a client with 60 images), and importing Lightning in a worker costs about 8 s of
 start-up and 280 MB per worker on this machine. The loop is the task's training step without
-that machinery; it uses only ``model(x)`` and the loss, so it works for any registered classifier.
+that machinery; it uses only the task's forward and loss, so it works for every task and model.
 
 Faults and attacks are drawn from ``(seed, round, client)``, so a resumed run replays them.
 """
@@ -54,14 +55,17 @@ class WorkerState:
     parts: Sequence[np.ndarray]  # a list, or a lazy SampledPartition (indexed by client id)
     byzantine: set[int]
     model: Any
-    criterion: Any
+    task: Any
     device: Any
     threads: int
     node: str = ""
 
 
 def client_partitions(config, labels) -> Sequence[np.ndarray]:
-    """Every client's indices: a list, or for ``sampled`` a lazy sequence indexed by client id."""
+    """Every client's indices: a list, or for ``sampled`` a lazy sequence indexed by client id.
+
+    ``labels``: one per training example, the task's ``partition_labels`` (a class label, or a
+    mask's dominant class), which label-skewed schemes split by."""
     from paralab.strategies.federated.partition import partition
 
     cfg = config.paradigm
@@ -87,7 +91,7 @@ def worker_state(run_key: str, plain: dict) -> WorkerState:
 
     from paralab.platform.config import validate
     from paralab.platform.quiet import quiet
-    from paralab.platform.runner import build_model, load_data
+    from paralab.platform.runner import build_model, build_task, load_data
 
     quiet()
     _WORKERS.clear()  # one run per worker at a time: free the previous run's data
@@ -100,16 +104,16 @@ def worker_state(run_key: str, plain: dict) -> WorkerState:
     from paralab.platform.models import InputSpec
 
     spec = InputSpec(data.in_channels, data.image_size, data.num_classes)
-    model = build_model(config, spec).to(device)
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.optim.label_smoothing)
+    task = build_task(config, data)
+    model = build_model(config, spec, task=task).to(device)
     cfg = config.paradigm
     state = WorkerState(
         config=config,
         data=data,
-        parts=client_partitions(config, data.train.targets),
+        parts=client_partitions(config, task.partition_labels(data.train.targets)),
         byzantine=byzantine_clients(cfg.num_clients, cfg.byzantine.fraction, config.seed),
         model=model,
-        criterion=criterion,
+        task=task,
         device=device,
         threads=threads,
     )
@@ -152,7 +156,7 @@ def train_client(state: WorkerState, cid: int, rnd: int, arrays, round_cfg: dict
     started = time.perf_counter()
     if straggle < faults.straggler_fraction:
         time.sleep(faults.straggler_delay_s)
-    model, criterion = state.model, state.criterion
+    model, task = state.model, state.task
     load_arrays(model, arrays)
     byzantine = cid in state.byzantine
     mu = float(round_cfg.get("proximal-mu", 0.0))
@@ -164,18 +168,18 @@ def train_client(state: WorkerState, cid: int, rnd: int, arrays, round_cfg: dict
     gen = torch.Generator().manual_seed(client_seed(config.seed, rnd, cid, salt=2))
     torch.manual_seed(client_seed(config.seed, rnd, cid, salt=3))
     flip = byzantine and cfg.byzantine.attack == "label_flip"
-    num_classes = state.data.num_classes
+    metrics = task.metrics().to(state.device)
     model.train()
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss, seen = torch.zeros((), dtype=torch.float64, device=state.device), 0
     for _ in range(cfg.local_epochs):
         order = index[torch.randperm(len(index), generator=gen)]
         for start in range(0, len(order), batch):
-            x, y = state.data.train.__getitems__(order[start : start + batch])
+            x, y = task.unpack(state.data.train.__getitems__(order[start : start + batch]))
             if flip:
-                y = num_classes - 1 - y
+                y = task.flip_labels(y)
             x, y = x.to(state.device, non_blocking=True), y.to(state.device, non_blocking=True)
-            logits = model(x)
-            loss = criterion(logits, y)
+            outputs = task.forward(model, x)
+            loss = task.loss(outputs, y)
             if global_params is not None and mu > 0:
                 prox = sum(
                     (p - g).pow(2).sum()
@@ -185,19 +189,21 @@ def train_client(state: WorkerState, cid: int, rnd: int, arrays, round_cfg: dict
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total_loss += float(loss.detach()) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
+            n = task.count(y)
+            total_loss += loss.detach().double() * n
+            metrics.update(outputs.detach(), y)
+            seen += n
     if byzantine and not flip:
         _poison(model, global_params, cfg.byzantine, client_seed(config.seed, rnd, cid, salt=4))
     if crash < faults.crash_fraction:
         raise SimulatedFault(f"client {cid} crashed in round {rnd} after training (simulated)")
+    scores = task.summarize(metrics.compute()) if seen else {}
     return {
         "state": model.state_dict(),
         "metrics": {
             "num-examples": len(index),
-            "train_loss": total_loss / max(1, seen),
-            "train_acc": correct / max(1, seen),
+            "train_loss": float(total_loss) / max(1, seen),
+            f"train_{task.headline}": _finite(scores.get(task.headline, 0.0)),
             "compute_s": time.perf_counter() - started,
         },
     }
@@ -217,24 +223,29 @@ def _poison(model, global_params, byz, seed: int) -> None:
 
 
 def evaluate_client(state: WorkerState, cid: int, arrays) -> dict:
-    """The global model on this client's own images (federated evaluation)."""
+    """The global model on this client's own images (federated evaluation): the task's loss
+    and headline, as ``eval_loss`` and ``eval_<headline>``."""
     import torch
 
-    model = state.model
-    load_arrays(model, arrays)
-    model.eval()
+    from paralab.platform.tasks.evaluate import evaluate
+
+    load_arrays(state.model, arrays)
     index = torch.from_numpy(state.parts[cid])
-    batch = state.config.data.eval_batch_size
-    loss_sum, correct = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(index), batch):
-            x, y = state.data.train.__getitems__(index[start : start + batch])
-            x, y = x.to(state.device), y.to(state.device)
-            logits = model(x)
-            loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-    n = max(1, len(index))
-    return {"num-examples": len(index), "eval_loss": loss_sum / n, "eval_acc": correct / n}
+    size = state.config.data.eval_batch_size
+    train = state.data.train
+    batches = (train.__getitems__(index[i : i + size]) for i in range(0, len(index), size))
+    values = evaluate(state.task, state.model, batches, state.device)
+    headline = state.task.headline
+    return {
+        "num-examples": len(index),
+        "eval_loss": values.get("loss", 0.0),
+        f"eval_{headline}": _finite(values.get(headline, 0.0)),
+    }
+
+
+def _finite(value: float) -> float:
+    """0 for a NaN score (a client whose images show no class to score): Flower averages it."""
+    return value if value == value else 0.0
 
 
 def make_client_app(plain: dict, run_key: str):

@@ -93,7 +93,7 @@ class FederatedConfig(ParadigmConfig):
     timeout_s: float = bounded(3600.0, gt=0)  # the whole simulation; a hung run stops after this
     round_timeout_s: float = bounded(600.0, gt=0)  # replies later than this count as failed
     abort_after_failed_rounds: int = bounded(3, ge=1)  # consecutive rounds with no success
-    target_acc: float = bounded(0.85, ge=0, le=1)  # reported as rounds_to_<target>
+    target: float = bounded(0.85, ge=0, le=1)  # of test/<headline>: reported as rounds_to_<target>
     centralized_eval: bool = True
     eval_subset: int | None = bounded(None, ge=1)  # test images per round (seeded); last: all
 

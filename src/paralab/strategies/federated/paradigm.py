@@ -1,7 +1,8 @@
 """``paradigm=federated``: Flower's ServerApp and ClientApp on Ray workers.
 
 The run: partitions and their class histograms (``client_histograms.png``), a Flower strategy by
-name, the ServerApp's round loop in this process (centralized test accuracy, checkpoints, one line
+name, the ServerApp's round loop in this process (centralized test metrics of the run's task,
+checkpoints, one line
 per round) and the ClientApps in Ray actors (see :mod:`.client` for what a worker caches).
 ``--resume`` reloads the global model and the strategy state from ``checkpoints/last.pt``.
 Callbacks given to ``paralab.run(..., callbacks=[...])`` that define
@@ -30,9 +31,18 @@ class Federated(Paradigm):
         return self.cfg.strategy
 
     def check(self, config, data) -> None:
+        from paralab.errors import ConfigError
+        from paralab.platform.tasks import TASKS
         from paralab.strategies.federated.local_ray import check_reachable
 
         check_config(self.cfg, len(data.train), data.num_classes)
+        task = TASKS.get(config.task.name).obj
+        byz = self.cfg.byzantine
+        if byz.fraction > 0 and byz.attack not in task.attacks:
+            raise ConfigError(
+                f"paradigm.byzantine.attack={byz.attack} does not apply to task={config.task.name}"
+                f": choose one of {', '.join(task.attacks)}"
+            )
         check_reachable(self.cfg)  # a dead cluster address fails here, before the run folder
 
     def run(self, ctx: RunContext) -> dict[str, float]:
@@ -47,12 +57,13 @@ class Federated(Paradigm):
 
         quiet_flower()  # before any Flower object is built: strategies log on construction
         cfg: FederatedConfig = self.cfg
-        data = ctx.data
-        parts = client_partitions(ctx.config, data.train.targets)
+        data, task = ctx.data, ctx.task
+        labels = task.partition_labels(data.train.targets)
+        parts = client_partitions(ctx.config, labels)
         # sampled: any number of clients, so the first HISTOGRAM_CLIENTS only (said in the files)
         limit = P.HISTOGRAM_CLIENTS if cfg.partition.scheme == "sampled" else None
-        counts = P.histograms(data.train.targets.numpy(), parts, data.num_classes, limit)
-        title = f"{data.name}: {cfg.num_clients} clients, {_scheme(cfg)}"
+        counts = P.histograms(labels.numpy(), parts, data.num_classes, limit)
+        title = f"{data.name}: {cfg.num_clients} clients, {_scheme(cfg)} (by {task.split_by})"
         P.write_histograms(counts, data.classes, ctx.run_dir, title, total=len(parts))
         model = ctx.build_model().eval()
         strategy, state = build_strategy(cfg), LoopState()
@@ -72,7 +83,8 @@ class Federated(Paradigm):
         run_key = f"{ctx.run_dir}:{time.time_ns()}"
         client_app = make_client_app(ctx.config.plain, run_key)
         _simulate(loop, client_app, cfg, abort)
-        return final_metrics(loop.state, cfg.target_acc)
+        ctx.draw_predictions(model)
+        return final_metrics(loop.state, cfg.target, f"test/{task.headline}")
 
 
 def _scheme(cfg: FederatedConfig) -> str:
@@ -123,13 +135,15 @@ def _simulate(loop, client_app, cfg: FederatedConfig, abort: threading.Event) ->
 
 
 def _evaluator(ctx: RunContext, model):
-    """Centralized evaluation of the global weights on the test split, in this process.
+    """Centralized evaluation of the global weights on the test split, in this process: the
+    task's metrics as ``test/<name>``.
 
     With ``paradigm.eval_subset`` set, rounds before the last use a fixed seeded subset of the
     test split (per-round curves at a fraction of the cost); the last round uses all of it.
     """
     import torch
 
+    from paralab.platform.tasks.evaluate import evaluate, prefixed
     from paralab.strategies.federated.client import load_arrays
 
     test, batch = ctx.data.test, ctx.config.data.eval_batch_size
@@ -140,21 +154,13 @@ def _evaluator(ctx: RunContext, model):
         gen = torch.Generator().manual_seed(ctx.config.seed)
         subset = torch.randperm(len(test), generator=gen)[:size].sort().values
 
-    def evaluate(arrays, full: bool = True) -> dict[str, float]:
+    def run(arrays, full: bool = True) -> dict[str, float]:
         load_arrays(model, arrays)
-        model.eval()
         index = everything if full else subset
-        loss_sum, correct = 0.0, 0
-        with torch.no_grad():
-            for start in range(0, len(index), batch):
-                x, y = test.__getitems__(index[start : start + batch])
-                logits = model(x)
-                loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
-                correct += int((logits.argmax(1) == y).sum())
-        n = max(1, len(index))
-        return {"test/acc": correct / n, "test/loss": loss_sum / n}
+        batches = (test.__getitems__(index[i : i + batch]) for i in range(0, len(index), batch))
+        return prefixed(evaluate(ctx.task, model, batches), "test")
 
-    return evaluate
+    return run
 
 
 def _saver(ctx: RunContext, model):

@@ -3,8 +3,8 @@
 ``Strategy.start`` runs all rounds in one call. The loop here makes the same calls in the same
 order (configure_train, send_and_receive, aggregate_train, configure_evaluate, ...), and adds what
 the platform needs between them: the round's metrics (clients succeeded/failed, bytes each way,
-wall time, centralized test accuracy) to the tracker, a checkpoint of the global model and the
-strategy's state after every round, resuming at a given round, seeded client sampling, a
+wall time, the task's centralized test metrics) to the tracker, a checkpoint of the global model
+and the strategy's state after every round, resuming at a given round, seeded client sampling, a
 deadline, and stopping when no client succeeds.
 """
 
@@ -216,9 +216,8 @@ class ServerLoop:
         # a NaN/inf loss ends the run (status failed) before its weights replace the checkpoint
         check_finite(metrics, where=f"round {rnd}")
         self.save(self.arrays, self.strategy, s)
-        shown = "  ".join(
-            f"{k}={metrics[k]:.4f}" for k in ("test/acc", "test/loss") if k in metrics
-        )
+        headline = f"test/{self.ctx.task.headline}"
+        shown = "  ".join(f"{k}={metrics[k]:.4f}" for k in (headline, "test/loss") if k in metrics)
         print(
             f"round {rnd}/{self.cfg.rounds}  {shown}  clients ok={ok} failed={failed}  "
             f"{metrics['time/round_s']:.2f}s",
@@ -235,15 +234,17 @@ class ServerLoop:
             )
 
 
-def final_metrics(state: LoopState, target: float) -> dict[str, float]:
-    """The run's summary metrics: the last round's, best accuracy, rounds to the target."""
+def final_metrics(state: LoopState, target: float, headline: str = "test/acc") -> dict[str, float]:
+    """The run's summary metrics: the last round's, the best ``headline`` (``test/best_<name>``)
+    and the first round that reached ``target`` (``rounds_to_<target>``)."""
     history = state.history
     last = history[-1] if history else {}
     out = {k: v for k, v in last.items() if k.startswith("test/")}
-    accs = [h.get("test/acc") for h in history]
-    if any(a is not None for a in accs):
-        out["test/best_acc"] = max(a for a in accs if a is not None)
-        reached = [i + 1 for i, a in enumerate(accs) if a is not None and a >= target]
+    scores = [h.get(headline) for h in history]
+    if any(a is not None for a in scores):
+        stage, _, name = headline.partition("/")
+        out[f"{stage}/best_{name}"] = max(a for a in scores if a is not None)
+        reached = [i + 1 for i, a in enumerate(scores) if a is not None and a >= target]
         if reached:
             out[f"rounds_to_{target:g}"] = float(reached[0])
     warm = [h["time/round_s"] for h in history[1:] if "time/round_s" in h]

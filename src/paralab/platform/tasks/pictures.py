@@ -1,0 +1,67 @@
+"""Pictures of predictions for the run folder (``predictions.png``), one function per task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+MAX_IMAGES = 8
+
+
+def _figure(rows: int, cols: int, scale: float = 1.6):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(rows, cols, figsize=(scale * cols, scale * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    return plt, fig, axes
+
+
+def _show(ax, image: torch.Tensor) -> None:
+    """An NCHW-normalised image (any channels) stretched to [0, 1] for display."""
+    x = image.detach().float().cpu()
+    x = (x - x.min()) / (x.max() - x.min()).clamp_min(1e-6)
+    if x.shape[0] == 1:
+        ax.imshow(x[0], cmap="gray")
+    else:
+        ax.imshow(x[:3].permute(1, 2, 0))
+
+
+def _save(plt, fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def draw_classification(x, y, predicted, classes: list[str], path: Path) -> None:
+    """Images with their true and predicted class (red when wrong)."""
+    n = min(MAX_IMAGES, len(x))
+    plt, fig, axes = _figure(1, n)
+    for i in range(n):
+        ax = axes[0, i]
+        _show(ax, x[i])
+        ok = int(y[i]) == int(predicted[i])
+        ax.set_title(f"{classes[int(y[i])]}\n-> {classes[int(predicted[i])]}", fontsize=7,
+                     color="black" if ok else "red")  # fmt: skip
+    _save(plt, fig, path)
+
+
+def draw_segmentation(x, y, predicted, classes: list[str], path: Path) -> None:
+    """Rows: images, true masks, predicted masks (one colour per class, void in white)."""
+    import matplotlib
+
+    n = min(MAX_IMAGES, len(x))
+    plt, fig, axes = _figure(3, n)
+    cmap = matplotlib.colormaps["tab20"].resampled(max(2, len(classes))).with_extremes(over="white")
+    for i in range(n):
+        _show(axes[0, i], x[i])
+        for row, mask in ((1, y[i]), (2, predicted[i])):
+            axes[row, i].imshow(mask.cpu(), cmap=cmap, vmin=0, vmax=len(classes) - 1,
+                                interpolation="nearest")  # fmt: skip
+    for row, label in enumerate(("image", "true", "predicted")):
+        axes[row, 0].set_title(label, fontsize=8, loc="left")
+    _save(plt, fig, path)

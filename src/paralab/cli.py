@@ -12,6 +12,7 @@ from paralab.errors import ParalabError, RunFailedError
 LIST_KINDS = {
     "models": "model",
     "datasets": "data",
+    "tasks": "task",
     "paradigms": "paradigm",
     "trainers": "trainer",
     "experiments": "experiment",
@@ -50,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
 
     cmp_ = sub.add_parser("compare", help="a comparison table over existing run folders")
     cmp_.add_argument("run_dirs", nargs="+", help="run folders (each holds summary.json)")
-    cmp_.add_argument("--metric", action="append", help="metric column(s), default test/acc")
+    cmp_.add_argument(
+        "--metric", action="append", help="metric column(s), default the runs' headline"
+    )
 
     report = sub.add_parser("report", help="an HTML report of a benchmark folder")
     report.add_argument("bench_dir", help="a folder written by `paralab bench`")
@@ -86,7 +89,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if is_global_zero():
         metrics = "  ".join(
-            f"{k}={_number(v)}" for k, v in summary["metrics"].items() if k.startswith("test/")
+            f"{k}={_number(v)}"
+            for k, v in summary["metrics"].items()
+            if k.startswith("test/") and k.count("/") == 1  # per-class values: metrics.csv
         )
         print(f"{summary['name']}: {metrics}  ({summary['wall_time_s']:.1f} s)")
         print(summary["run_dir"])
@@ -171,7 +176,7 @@ def _first_comment(path: Path | None) -> str:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from paralab.benchmarks.compare import compare_runs
 
-    print(compare_runs(args.run_dirs, args.metric or ["test/acc"]), end="")
+    print(compare_runs(args.run_dirs, args.metric), end="")
     return 0
 
 

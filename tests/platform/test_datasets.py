@@ -128,7 +128,7 @@ def test_missing_data_says_where_it_looked_and_how_to_get_it(name, tmp_path):
 
 
 def test_augmentations_keep_shape_and_move_pixels():
-    from paralab.platform.data.base import augment_batch
+    from paralab.platform.data.augment import augment_batch
 
     torch.manual_seed(0)
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)

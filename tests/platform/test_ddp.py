@@ -49,3 +49,33 @@ def single_process_test_accuracy(run_dir: Path) -> tuple[int, float]:
     with torch.no_grad():
         correct = (model.eval()(x).argmax(1) == y).sum().item()
     return len(data.test), correct / len(data.test)
+
+
+def test_two_process_ddp_segmentation_scores_every_test_pixel_once(tmp_path):
+    """The confusion matrix behind test/miou is summed across the two processes: the DDP
+    figure equals the saved model's mIoU on the whole test split in one process."""
+    import torch
+
+    from paralab.platform.config import load_saved
+    from paralab.platform.models import InputSpec
+    from paralab.platform.runner import build_model, build_task, load_data
+    from paralab.platform.tasks.evaluate import evaluate
+
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "paralab", "run", "quickstart_segmentation", "trainer=ddp_cpu",
+           "trainer.max_epochs=1", "data.train_images=256", "data.test_images=61",
+           f"output_dir={tmp_path}"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = tmp_path.iterdir()
+    metrics = json.loads((run_dir / "summary.json").read_text())["metrics"]
+    assert metrics["world_size"] == 2 and metrics["test/images"] == 61
+    config = load_saved(run_dir / "config.yaml")
+    data = load_data(config)
+    task = build_task(config, data)
+    model = build_model(config, InputSpec(data.in_channels, data.image_size, data.num_classes))
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if "model." in k})
+    values = evaluate(task, model, [data.test.__getitems__(range(len(data.test)))])
+    assert metrics["test/miou"] == pytest.approx(values["miou"], abs=1e-5)
+    assert metrics["test/pixel_acc"] == pytest.approx(values["pixel_acc"], abs=1e-5)

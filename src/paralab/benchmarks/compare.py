@@ -73,9 +73,12 @@ def collect_run_plots(folder: Path, rows: list[dict[str, Any]]) -> None:
             shutil.copyfile(png, folder / f"{r['name']}-{png.name}")
 
 
-def compare_runs(run_dirs: list[str], columns: list[str]) -> str:
-    """A markdown table over existing run folders (``paralab compare``)."""
+def compare_runs(run_dirs: list[str], columns: list[str] | None = None) -> str:
+    """A markdown table over existing run folders (``paralab compare``); ``columns`` default to
+    the runs' headlines (``test/acc`` for classification, ``test/miou`` for segmentation)."""
     summaries = [summary_of(Path(d)) for d in run_dirs]
+    if not columns:
+        columns = list(dict.fromkeys(s.get("headline", "test/acc") for s in summaries))
     return markdown_table(rows_of(summaries, columns), columns)
 
 

@@ -87,7 +87,9 @@ class EpochLine(Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
             return
-        shown = {k: float(v) for k, v in trainer.callback_metrics.items() if "/" in k}
+        shown = {  # stage/name; per-class values (val/iou/<class>) go to metrics.csv only
+            k: float(v) for k, v in trainer.callback_metrics.items() if k.count("/") == 1
+        }
         text = "  ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items()))
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {text}", file=sys.stderr)
 

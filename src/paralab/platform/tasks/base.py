@@ -82,10 +82,9 @@ class Task(ABC):
 
     def check(self, config: ResolvedConfig, data: ClassificationData) -> None:
         """Refuse data and models this task cannot use (before any run folder exists)."""
-        from paralab.platform.data import DATASETS
         from paralab.platform.models import MODELS
 
-        kind = DATASETS.get(config.data.name).meta.get("task", "classification")
+        kind = data.task  # what the loaded data holds: labels or masks
         if kind != self.data_kind:
             raise ConfigError(
                 f"task={self.name} needs a {self.data_kind} dataset; data={config.data.name} "

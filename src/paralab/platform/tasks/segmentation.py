@@ -16,9 +16,8 @@ import torch
 from torch import nn
 
 from paralab.platform.bounds import bounded
+from paralab.platform.data.augment import IGNORE_INDEX
 from paralab.platform.tasks.base import Batch, Task, TaskConfig, register_task
-
-IGNORE_INDEX = 255
 
 
 @dataclass

@@ -25,9 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from paralab.platform.data.augment import IGNORE_INDEX
 from paralab.platform.data.base import InMemoryImages
-
-IGNORE_INDEX = 255  # void pixels in masks
 
 SCENARIOS = ("class", "task", "domain")
 DOMAIN_SHIFTS = ("permuted", "rotated")

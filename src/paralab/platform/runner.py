@@ -78,7 +78,7 @@ class RunContext:
             return
         from paralab.platform.tasks.pictures import MAX_IMAGES
 
-        batch = self.data.test.__getitems__(list(range(min(MAX_IMAGES, len(self.data.test)))))
+        batch = self.task.fetch(self.data.test, list(range(min(MAX_IMAGES, len(self.data.test)))))
         was_training = model.training
         model.eval()
         batch = [part.to(device) for part in batch]

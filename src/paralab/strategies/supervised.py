@@ -12,7 +12,7 @@ from paralab.platform.paradigm import Paradigm, ParadigmConfig, register_paradig
 from paralab.platform.runner import RunContext
 
 
-def eval_loader(dataset, batch_size: int, trainer):
+def eval_loader(dataset, batch_size: int, trainer, collate=None):
     """Validation or test batches in order; under DDP each process takes its own part and every
     image is evaluated exactly once (:func:`paralab.platform.trainer.eval_sampler`)."""
     from torch.utils.data import DataLoader
@@ -20,7 +20,7 @@ def eval_loader(dataset, batch_size: int, trainer):
     from paralab.platform.data import make_loader
     from paralab.platform.trainer import eval_sampler
 
-    loader = make_loader(dataset, batch_size, shuffle=False)
+    loader = make_loader(dataset, batch_size, shuffle=False, collate=collate)
     sampler = eval_sampler(dataset, trainer)
     if sampler is None:
         return loader
@@ -69,15 +69,15 @@ class Supervised(Paradigm):
             higher_is_better=task.higher_is_better,
         )  # fmt: skip
         train = make_loader(data.train, dcfg.batch_size, shuffle=True, seed=ctx.config.seed,
-                            num_workers=dcfg.num_workers)  # fmt: skip
-        val = eval_loader(data.val, dcfg.eval_batch_size, trainer)
+                            num_workers=dcfg.num_workers, collate=task.collate)  # fmt: skip
+        val = eval_loader(data.val, dcfg.eval_batch_size, trainer, task.collate)
         # weights_only: a run folder may come from anywhere; Lightning's default follows torch's
         # (which TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD can turn off)
         trainer.fit(module, train, val if len(data.val) else None, ckpt_path=ctx.last_checkpoint(),
                     weights_only=True)  # fmt: skip
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if self.cfg.test:
-            test = eval_loader(data.test, dcfg.eval_batch_size, trainer)
+            test = eval_loader(data.test, dcfg.eval_batch_size, trainer, task.collate)
             trainer.test(module, test, verbose=False)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
             metrics["test/images"] = tested.count

@@ -10,8 +10,9 @@ labels take exactly the path they always took: the mask branch costs them one at
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -260,14 +261,18 @@ def make_loader(
     seed: int = 0,
     num_workers: int = 0,
     drop_last: bool = False,
+    collate: Callable[[list], Any] | None = None,
 ) -> DataLoader:
+    """Batches of ``dataset``: whole batches from its ``__getitems__`` when it has one (the
+    in-memory sets), else items joined by ``collate`` (a task's :meth:`Task.collate`; torch's
+    default when None)."""
     batched = hasattr(dataset, "__getitems__")
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=EpochSeededSampler(len(dataset), seed) if shuffle else None,
         num_workers=num_workers,
-        collate_fn=pass_through if batched else None,
+        collate_fn=pass_through if batched else collate,
         drop_last=drop_last,
         persistent_workers=num_workers > 0,
     )

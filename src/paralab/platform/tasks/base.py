@@ -7,6 +7,9 @@ task-specific) and timm's model surface (heads sit on ``forward_intermediates``)
 
 - ``build_model``: the registry model for this task and data (its heads), checked to fit both;
 - ``unpack`` a batch into inputs and targets, ``forward`` and ``loss`` (one scalar to minimise);
+  ``collate`` joins items into a batch and ``fetch`` takes a batch of examples by index (the
+  in-memory sets stack a whole batch in one indexing; targets that do not stack, such as
+  detection's lists of boxes, come through ``collate``);
 - ``metrics()``: a fresh torchmetrics collection, updated with ``(outputs, targets)`` and synced
   across processes by torchmetrics; ``summarize`` turns its ``compute()`` into flat floats named
   without a stage prefix (``acc``, ``miou``, ``iou/<class>``);
@@ -105,6 +108,17 @@ class Task(ABC):
         return MODELS.get(config.model.name).obj(config.model, spec)
 
     # -- one batch -------------------------------------------------------------------------------
+
+    def collate(self, items: list) -> Batch:
+        """Join dataset items into a batch (torch's default: stack tensors)."""
+        return torch.utils.data.default_collate(items)
+
+    def fetch(self, dataset: Any, indices: Any) -> Batch:
+        """The examples ``indices`` of ``dataset`` as one batch: the dataset's own batched
+        ``__getitems__`` when it has one, else its items through :meth:`collate`."""
+        if hasattr(dataset, "__getitems__"):
+            return dataset.__getitems__(indices)
+        return self.collate([dataset[int(i)] for i in indices])
 
     def unpack(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets of a batch (datasets yield ``(x, y)``; Avalanche adds ``t``)."""

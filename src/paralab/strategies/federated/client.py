@@ -174,7 +174,7 @@ def train_client(state: WorkerState, cid: int, rnd: int, arrays, round_cfg: dict
     for _ in range(cfg.local_epochs):
         order = index[torch.randperm(len(index), generator=gen)]
         for start in range(0, len(order), batch):
-            x, y = task.unpack(state.data.train.__getitems__(order[start : start + batch]))
+            x, y = task.unpack(task.fetch(state.data.train, order[start : start + batch]))
             if flip:
                 y = task.flip_labels(y)
             x, y = x.to(state.device, non_blocking=True), y.to(state.device, non_blocking=True)
@@ -233,7 +233,8 @@ def evaluate_client(state: WorkerState, cid: int, arrays) -> dict:
     index = torch.from_numpy(state.parts[cid])
     size = state.config.data.eval_batch_size
     train = state.data.train
-    batches = (train.__getitems__(index[i : i + size]) for i in range(0, len(index), size))
+    task = state.task
+    batches = (task.fetch(train, index[i : i + size]) for i in range(0, len(index), size))
     values = evaluate(state.task, state.model, batches, state.device)
     headline = state.task.headline
     return {

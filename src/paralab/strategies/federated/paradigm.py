@@ -157,8 +157,9 @@ def _evaluator(ctx: RunContext, model):
     def run(arrays, full: bool = True) -> dict[str, float]:
         load_arrays(model, arrays)
         index = everything if full else subset
-        batches = (test.__getitems__(index[i : i + batch]) for i in range(0, len(index), batch))
-        return prefixed(evaluate(ctx.task, model, batches), "test")
+        task = ctx.task
+        batches = (task.fetch(test, index[i : i + batch]) for i in range(0, len(index), batch))
+        return prefixed(evaluate(task, model, batches), "test")
 
     return run
 

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from paralab.platform.progress import show_on_stderr
+
 
 def compose(experiment: str, overrides: Sequence[str] = ()):
     """The validated config an experiment resolves to (nothing is run or written)."""
@@ -28,12 +30,16 @@ def run(
     """
     from paralab.platform.runner import execute
 
+    show_on_stderr()
+
     return execute(compose(experiment, overrides), callbacks=callbacks)
 
 
 def resume(run_dir: str | Path, *, callbacks: list[Any] | None = None) -> dict[str, Any]:
     """Continue an interrupted run from its last checkpoint; returns its summary."""
     from paralab.platform.runner import resume as resume_run
+
+    show_on_stderr()
 
     return resume_run(run_dir, callbacks=callbacks)
 
@@ -49,11 +55,15 @@ def bench(
     ``comparison.json`` and the runs."""
     from paralab.benchmarks.suite import run_suite
 
+    show_on_stderr()
+
     return run_suite(suite, list(overrides), output_dir, list(only) if only else None)
 
 
 def resume_bench(bench_dir: str | Path) -> Path:
     """Finish an interrupted suite folder: completed runs are kept, the others continued."""
     from paralab.benchmarks.suite import resume_suite
+
+    show_on_stderr()
 
     return resume_suite(bench_dir)

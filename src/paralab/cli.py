@@ -195,6 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a non-ASCII run name on an ASCII-only terminal
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    from paralab.platform.progress import show_on_stderr
+
+    show_on_stderr()  # progress lines from the library, bare on stderr
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     # overrides may follow options (`bench suite --output-dir d k=v`): argparse leaves them over

@@ -15,7 +15,6 @@ in all of them.
 from __future__ import annotations
 
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import yaml
 
 from paralab.errors import ConfigError, RunFolderError
 from paralab.platform.config import config_dirs, config_file, group_options, load, validate_section
+from paralab.platform.progress import say
 from paralab.platform.tracking import CONFIG, SUMMARY, read_json, write_json
 
 STATE = "suite.json"  # the suite name, user overrides and run selection, for --resume
@@ -151,8 +151,7 @@ def _run_all(folder: Path, name: str, suite: Suite, runs, configs, datasets) -> 
     try:
         summaries = _run_each(folder, name, runs, configs, datasets)
     except BaseException:  # Ctrl-C, a failed run: the suite folder can be finished later
-        print(f"suite stopped; its folder: {folder}; finish it with: paralab bench --resume "
-              f"{folder}", file=sys.stderr)  # fmt: skip
+        say(f"suite stopped; its folder: {folder}; finish it with: paralab bench --resume {folder}")
         raise
     write_comparison(folder, name, suite.compare, summaries)
     return folder
@@ -169,15 +168,14 @@ def _run_each(folder: Path, name: str, runs, configs, datasets) -> list[dict[str
         previous = _latest_run_folder(folder, run.name)
         kept = _summary(previous) if previous is not None else None
         if kept is not None and kept.get("status") == "completed":
-            print(f"{label}: completed earlier, kept ({previous.name})", file=sys.stderr)
+            say(f"{label}: completed earlier, kept ({previous.name})")
             summary = kept
         elif previous is not None:
-            print(f"{label}: continuing {previous.name}", file=sys.stderr, flush=True)
+            say(f"{label}: continuing {previous.name}")
             saved = load_saved(previous / CONFIG)
             summary = execute(saved, run_dir=previous, data=datasets.get(repr(saved.data)))
         else:
-            print(f"{label} ({config.paradigm.name}, {config.model.name}, {config.data.name})",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            say(f"{label} ({config.paradigm.name}, {config.model.name}, {config.data.name})")
             config.run.output_dir = str(folder)
             config.run.name = run.name
             config.plain.update(output_dir=str(folder), name=run.name)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from paralab.platform.config import ResolvedConfig, load_saved
 from paralab.platform.data import DATASETS, ClassificationData
 from paralab.platform.interrupts import sigint_is_interrupt
 from paralab.platform.models import InputSpec
+from paralab.platform.progress import say
 from paralab.platform.quiet import quiet
 from paralab.platform.tasks import TASKS, Task
 from paralab.platform.tasks.optim import check_optim
@@ -215,7 +215,7 @@ def _close_failed(summary, run_dir, tracker, owner, status, error, started) -> N
         tracking.write_json(run_dir / tracking.SUMMARY, summary)
         hint = "" if isinstance(error, DivergedError) else (
             f"; continue it with: paralab run --resume {run_dir}")  # fmt: skip
-        print(f"run {status}; its folder: {run_dir}{hint}", file=sys.stderr)
+        say(f"run {status}; its folder: {run_dir}{hint}")
     tracker.finish("failed")
 
 
@@ -275,8 +275,7 @@ def resume(run_dir: str | Path, callbacks: list[Any] | None = None) -> dict[str,
     if summary_path.is_file() and tracking.is_global_zero():
         summary = tracking.read_json(summary_path)
         if summary.get("status") == "completed":
-            print(f"{path}: this run completed earlier; nothing to resume (its folder is "
-                  "unchanged)", file=sys.stderr)  # fmt: skip
+            say(f"{path}: this run completed earlier; nothing to resume (its folder is unchanged)")
             return _as_returned(summary, path)
     return execute(config, run_dir=path, callbacks=callbacks)
 

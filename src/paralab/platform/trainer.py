@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from paralab.platform.progress import say
 from paralab.platform.schema import TrainerConfig
 from paralab.platform.tracking import Tracker
 
@@ -91,7 +92,7 @@ class EpochLine(Callback):
             k: float(v) for k, v in trainer.callback_metrics.items() if k.count("/") == 1
         }
         text = "  ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items()))
-        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {text}", file=sys.stderr)
+        say(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {text}")
 
 
 class DivergenceCheck(Callback):

@@ -10,13 +10,13 @@ the next experience.
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import TYPE_CHECKING
 
 from paralab.errors import ConfigError
 from paralab.platform.divergence import check_finite
 from paralab.platform.paradigm import Paradigm, register_paradigm
+from paralab.platform.progress import say
 from paralab.strategies.continual import checkpoint
 from paralab.strategies.continual.config import ContinualConfig
 from paralab.strategies.continual.devices import check_device, resolve_device
@@ -207,10 +207,8 @@ class Continual(Paradigm):
         }
         ctx.tracker.log_metrics(record, step=i)
         what = labels[i] if n_steps > 1 else "all experiences"
-        print(
+        say(
             f"[continual {self.strategy}] experience {i + 1}/{n_steps} ({what}): "
             f"train {seconds:.1f} s, {name} on seen {record[f'exp/{name}_seen']:.3f}, "
             f"on all {record[f'exp/{name}_all']:.3f}",
-            file=sys.stderr,
-            flush=True,
         )

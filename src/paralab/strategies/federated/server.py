@@ -11,13 +11,13 @@ deadline, and stopping when no client succeeds.
 from __future__ import annotations
 
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from paralab.errors import RunFailedError
 from paralab.platform.divergence import check_finite
+from paralab.platform.progress import say
 from paralab.strategies.federated.client import client_seed
 
 
@@ -132,8 +132,10 @@ class ServerLoop:
         except (ValueError, AssertionError) as error:
             if len(ok) >= sampled:
                 raise
-            print(f"round {rnd}: {self.cfg.strategy} cannot aggregate {len(ok)} of {sampled} "
-                  f"updates ({error}); the global model is kept", file=sys.stderr)  # fmt: skip
+            say(
+                f"round {rnd}: {self.cfg.strategy} cannot aggregate {len(ok)} of {sampled} "
+                f"updates ({error}); the global model is kept"
+            )
             return None, None
 
     def _timeout(self, rnd: int, phase: str) -> None:
@@ -218,11 +220,9 @@ class ServerLoop:
         self.save(self.arrays, self.strategy, s)
         headline = f"test/{self.ctx.task.headline}"
         shown = "  ".join(f"{k}={metrics[k]:.4f}" for k in (headline, "test/loss") if k in metrics)
-        print(
+        say(
             f"round {rnd}/{self.cfg.rounds}  {shown}  clients ok={ok} failed={failed}  "
             f"{metrics['time/round_s']:.2f}s",
-            file=sys.stderr,
-            flush=True,
         )
         no_success = s.succeeded_total == 0 and rnd == self.cfg.rounds
         if s.failed_streak >= self.cfg.abort_after_failed_rounds or no_success:

@@ -120,3 +120,10 @@ def test_domain_shifts_move_masks_with_their_images():
             # the images were made from the masks: moving both alike keeps them consistent
             expected = (e.train.targets.long() * 40).clamp(max=255)
             assert (e.train.images[:, 0].long()[labelled] == expected[labelled]).all(), shift
+
+
+def test_joint_training_on_masks_keeps_every_class_labelled():
+    split = _masks_split()
+    stream = build_stream(split, split, [1, 2, 3], "class", 3, None, background_shift=False)
+    for e in stream:
+        assert torch.equal(e.train.targets, e.test.targets)  # the images of its classes, whole

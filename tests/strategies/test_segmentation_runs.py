@@ -14,6 +14,7 @@ import torch
 import paralab
 from paralab.strategies.continual import checkpoint
 from tests.platform.test_runs import Crash
+from tests.strategies.test_federated_run import StopAfterRound
 
 TINY = [
     "data.train_images=160",
@@ -89,15 +90,6 @@ def test_continual_domain_incremental_runs(tmp_path):
     summary = run(tmp_path, *CONTINUAL, "paradigm.scenario=domain", "paradigm.strategy=naive",
                   "paradigm.n_experiences=2", "paradigm.domain_shift=rotated")  # fmt: skip
     assert summary["status"] == "completed" and 0 <= summary["metrics"]["test/miou"] <= 1
-
-
-class StopAfterRound:
-    def __init__(self, last: int) -> None:
-        self.last = last
-
-    def on_round_end(self, rnd: int, metrics: dict) -> None:
-        if rnd == self.last:
-            raise KeyboardInterrupt
 
 
 def test_federated_non_iid_resumes_to_the_uninterrupted_metrics(tmp_path):

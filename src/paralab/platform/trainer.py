@@ -83,14 +83,18 @@ class Throughput(Callback):
 
 
 class EpochLine(Callback):
-    """One line per epoch on stderr, for logs and pipes where a progress bar would be noise."""
+    """One line per epoch on stderr, for logs and pipes where a progress bar would be noise.
+
+    Every process reads ``callback_metrics`` (reading it reduces the values logged with
+    ``sync_dist``, a collective call: one process alone would wait forever); rank 0 prints.
+    """
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if not trainer.is_global_zero:
-            return
         shown = {  # stage/name; per-class values (val/iou/<class>) go to metrics.csv only
             k: float(v) for k, v in trainer.callback_metrics.items() if k.count("/") == 1
         }
+        if not trainer.is_global_zero:
+            return
         text = "  ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items()))
         say(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {text}")
 

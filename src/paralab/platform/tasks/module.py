@@ -51,7 +51,10 @@ class TaskModule(L.LightningModule):
         self._updated.discard(stage)
         values = self.task.summarize(metrics.compute())
         metrics.reset()
-        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, on_epoch=True)
+        # already summed across processes by torchmetrics; sync_dist averages equal values
+        # (and keeps Lightning from warning about unsynced epoch values under DDP)
+        logged = {f"{stage}/{k}": v for k, v in values.items()}
+        self.log_dict(logged, on_step=False, on_epoch=True, sync_dist=True)
 
     def training_step(self, batch, _: int) -> torch.Tensor:
         return self._step(batch, "train")
@@ -62,8 +65,11 @@ class TaskModule(L.LightningModule):
     def test_step(self, batch, _: int) -> None:
         self._step(batch, "test")
 
-    def on_train_epoch_end(self) -> None:
-        self._log_metrics("train")
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # the epoch's train metrics, logged with its last batch: callbacks' epoch-end hooks
+        # (the epoch line) run before this module's, and would show the previous epoch's
+        if batch_idx + 1 >= self.trainer.num_training_batches:
+            self._log_metrics("train")
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")

@@ -96,6 +96,7 @@ class Continual(Paradigm):
             cfg.n_experiences,
             cfg.class_order_seed,
             cfg.domain_shift,
+            background_shift=cfg.strategy != "joint",  # joint: all classes seen, all labelled
         )
         model = ctx.build_model(
             channels_last=config.trainer.channels_last and takes_channels_last(cfg)

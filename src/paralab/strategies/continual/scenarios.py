@@ -89,12 +89,21 @@ def _select_masks(split: InMemoryImages, classes: list[int], only_these: bool) -
 
 
 def dense_class_stream(
-    train: InMemoryImages, test: InMemoryImages, n_experiences: int, order: list[int]
+    train: InMemoryImages,
+    test: InMemoryImages,
+    n_experiences: int,
+    order: list[int],
+    background_shift: bool = True,
 ) -> list[Experience]:
-    """Class-incremental experiences over masks, with the background shift (module docstring)."""
+    """Class-incremental experiences over masks, with the background shift (module docstring).
+
+    ``background_shift=False`` keeps every class labelled in the training images too: joint
+    training, which sees all experiences at once, is the upper bound only with full labels
+    (with shifted ones an item is its class in one copy of an image and background in another).
+    """
     return [
         Experience(
-            _select_masks(train, classes, only_these=True),
+            _select_masks(train, classes, only_these=background_shift),
             _select_masks(test, classes, only_these=False),
             0,
             list(classes),
@@ -191,12 +200,14 @@ def build_stream(
     n_experiences: int,
     order_seed: int | None,
     shift: str = "permuted",
+    background_shift: bool = True,
 ) -> list[Experience]:
     """The experiences of ``scenario`` over the class ids ``classes`` (an int n: 0..n-1); see
-    the module docstring for the label conventions. Targets of shape (N, H, W) are masks."""
+    the module docstring for the label conventions. Targets of shape (N, H, W) are masks;
+    ``background_shift`` applies to them (see :func:`dense_class_stream`)."""
     if scenario == "domain":
         return domain_stream(train, test, n_experiences, shift, order_seed or 0)
     order = class_order(classes, order_seed)
     if train.targets.ndim == 3:
-        return dense_class_stream(train, test, n_experiences, order)
+        return dense_class_stream(train, test, n_experiences, order, background_shift)
     return class_split_stream(train, test, n_experiences, order, task_labels=scenario == "task")

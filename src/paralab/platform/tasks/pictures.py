@@ -25,10 +25,10 @@ def _show(ax, image: torch.Tensor) -> None:
     """An NCHW-normalised image (any channels) stretched to [0, 1] for display."""
     x = image.detach().float().cpu()
     x = (x - x.min()) / (x.max() - x.min()).clamp_min(1e-6)
-    if x.shape[0] == 1:
-        ax.imshow(x[0], cmap="gray")
+    if x.shape[0] == 1:  # numpy arrays: matplotlib warns when it converts tensors itself
+        ax.imshow(x[0].numpy(), cmap="gray")
     else:
-        ax.imshow(x[:3].permute(1, 2, 0))
+        ax.imshow(x[:3].permute(1, 2, 0).numpy())
 
 
 def _save(plt, fig, path: Path) -> None:
@@ -60,7 +60,7 @@ def draw_segmentation(x, y, predicted, classes: list[str], path: Path) -> None:
     for i in range(n):
         _show(axes[0, i], x[i])
         for row, mask in ((1, y[i]), (2, predicted[i])):
-            axes[row, i].imshow(mask.cpu(), cmap=cmap, vmin=0, vmax=len(classes) - 1,
+            axes[row, i].imshow(mask.cpu().numpy(), cmap=cmap, vmin=0, vmax=len(classes) - 1,
                                 interpolation="nearest")  # fmt: skip
     for row, label in enumerate(("image", "true", "predicted")):
         axes[row, 0].set_title(label, fontsize=8, loc="left")

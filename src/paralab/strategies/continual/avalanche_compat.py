@@ -20,8 +20,6 @@ from avalanche.benchmarks.utils.classification_dataset import (
 from avalanche.training.plugins import SynapticIntelligencePlugin
 from torch import nn
 
-AVALANCHE_VERSION = "0.6.0"
-
 
 def taskaware_dataset(dataset: torch.utils.data.Dataset, task_label: int, targets: Sequence[int]):
     """An Avalanche dataset over ``dataset`` (items ``(x, y)``; ``y`` any tensor) whose samples

@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+import torch
+
 from paralab.errors import ConfigError
 from paralab.platform.divergence import check_finite
 from paralab.platform.paradigm import Paradigm, register_paradigm
@@ -170,22 +172,10 @@ class Continual(Paradigm):
     def _in_data_labels(self, model, task: Task):
         """``model`` predicting the dataset's own class ids: a class-incremental classification
         stream renumbers classes by their place in the class order (see :mod:`.scenarios`)."""
-        import torch
-
         if self.cfg.scenario != "class" or task.data_kind != "classification":
             return model
         order = class_order(task.incremental_classes(), self.cfg.class_order_seed)
-        inverse = torch.argsort(torch.tensor(order))
-
-        class InDataLabels(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = model
-
-            def forward(self, x):
-                return self.model(x)[:, inverse.to(x.device)]
-
-        return InDataLabels()
+        return ColumnsInClassOrder(model, torch.argsort(torch.tensor(order)))
 
     def _log_step(
         self,
@@ -213,3 +203,14 @@ class Continual(Paradigm):
             f"train {seconds:.1f} s, {name} on seen {record[f'exp/{name}_seen']:.3f}, "
             f"on all {record[f'exp/{name}_all']:.3f}",
         )
+
+
+class ColumnsInClassOrder(torch.nn.Module):
+    """``model``'s logits with their columns put back in the dataset's class order."""
+
+    def __init__(self, model: torch.nn.Module, inverse: torch.Tensor) -> None:
+        super().__init__()
+        self.model, self.inverse = model, inverse
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)[:, self.inverse.to(x.device)]

@@ -67,3 +67,24 @@ def resume_bench(bench_dir: str | Path) -> Path:
     show_on_stderr()
 
     return resume_suite(bench_dir)
+
+
+def probe(run_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Linear and k-NN probes of a run folder's trained backbone on the run's data (or the data
+    ``overrides`` name, e.g. ``["data=fashion_mnist"]``); writes ``probe.json`` into the folder
+    and returns it (``metrics``: ``probe/linear_acc``, ``probe/knn_acc``, ...)."""
+    from paralab.platform.probes.run import probe_folder
+
+    show_on_stderr()
+
+    return probe_folder(run_dir, list(overrides))
+
+
+def probe_random(experiment: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The same probes of a freshly initialised model of ``experiment``: the untrained
+    baseline a trained backbone is compared with. Nothing is written."""
+    from paralab.platform.probes.run import probe_random as probe_fresh
+
+    show_on_stderr()
+
+    return probe_fresh(experiment, list(overrides))

@@ -1,4 +1,4 @@
-"""``paralab run | bench | list | compare | report``. Heavy imports stay inside the commands."""
+"""``paralab run|bench|list|compare|report|probe``. Heavy imports stay inside the commands."""
 
 from __future__ import annotations
 
@@ -57,6 +57,19 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="an HTML report of a benchmark folder")
     report.add_argument("bench_dir", help="a folder written by `paralab bench`")
+
+    probe = sub.add_parser(
+        "probe", help="linear and k-NN probes of a run's backbone (writes probe.json there)"
+    )
+    probe.add_argument("target", nargs="?", help="a run folder (with --random: an experiment)")
+    probe.add_argument(
+        "overrides", nargs="*", help="key=value overrides, e.g. probe.knn_k=10 data=fashion_mnist"
+    )
+    probe.add_argument(
+        "--random",
+        action="store_true",
+        help="probe a freshly initialised model of the experiment TARGET (the untrained baseline)",
+    )
     return parser
 
 
@@ -187,8 +200,34 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_probe(args: argparse.Namespace) -> int:
+    if not args.target:
+        raise ParalabError(
+            "name a run folder: paralab probe <run folder> [key=value ...], or an experiment "
+            "for the untrained baseline: paralab probe --random <experiment>"
+        )
+    if "=" in args.target and not Path(args.target).exists():
+        raise ParalabError(
+            f"{args.target!r} is an override, not a run folder: name the folder first, "
+            "paralab probe <run folder> [key=value ...]"
+        )
+    from paralab.api import probe, probe_random
+
+    if args.random:
+        result = probe_random(args.target, args.overrides)
+        label = f"{args.target} (random init, {result['dataset']})"
+    else:
+        result = probe(args.target, args.overrides)
+        label = f"{Path(result['run_dir']).name} ({result['dataset']})"
+    metrics = "  ".join(f"{k}={_number(v)}" for k, v in result["metrics"].items())
+    print(f"{label}: {metrics}")
+    if not args.random:
+        print(Path(result["run_dir"]) / "probe.json")
+    return 0
+
+
 COMMANDS = {"run": _cmd_run, "bench": _cmd_bench, "list": _cmd_list,
-            "compare": _cmd_compare, "report": _cmd_report}  # fmt: skip
+            "compare": _cmd_compare, "report": _cmd_report, "probe": _cmd_probe}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

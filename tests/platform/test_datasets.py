@@ -66,6 +66,7 @@ SAMPLES = {
     "digits": lambda root: {},
     "mnist": write_idx_set("MNIST"),
     "fashion_mnist": write_idx_set("FashionMNIST"),
+    "photos": lambda root: {"train_images": 40, "test_images": 20},
     "cifar10": write_cifar("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)],
                            ["test_batch"], "batches.meta", b"label_names", b"labels", 10),
     "cifar100": write_cifar("cifar-100-python", ["train"], ["test"], "meta",

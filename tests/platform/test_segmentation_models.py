@@ -226,8 +226,9 @@ def test_load_backbone_from_lightning_federated_and_continual_checkpoints(tmp_pa
         assert load_backbone(model, path) == count, path
         assert_same_backbone(model, trained)
 
-    # The option does the same at build time; and back again, into a classifier.
-    model = build("fcn", SPEC, CNN, backbone_weights=str(tmp_path / "run"))
+    # A dense model's backbone goes back again, into a classifier.
+    model = build("fcn", SPEC, CNN)
+    load_backbone(model, str(tmp_path / "run"))
     assert_same_backbone(model, trained)
     torch.save({"model": model.state_dict()}, tmp_path / "fcn.pt")
     classifier = trained_classifier()
@@ -238,7 +239,7 @@ def test_load_backbone_from_lightning_federated_and_continual_checkpoints(tmp_pa
 
 def test_load_backbone_errors_name_the_key_the_file_and_the_fix(tmp_path):
     model = build("unet", SPEC, CNN)
-    key = "model.backbone_weights"
+    key = "model.init_from"
 
     with pytest.raises(ConfigError, match=f"{key}=.*nowhere.ckpt.*no such file"):
         load_backbone(model, tmp_path / "nowhere.ckpt")
@@ -262,7 +263,8 @@ def test_load_backbone_errors_name_the_key_the_file_and_the_fix(tmp_path):
     message = str(error.value)
     assert key in message and "gray.pt" in message and "'stages.0.0.weight'" in message
     assert "[16, 1, 3, 3] in the checkpoint but [16, 3, 3, 3] in the model" in message
-    assert "set model.backbone to the settings" in message
+    assert "The checkpoint's model is unknown (no config.yaml in its run folder)" in message
+    assert "settings the checkpoint was trained with" in message and f"{key}=null" in message
     after = model.backbone.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # nothing half-loaded
 

@@ -69,6 +69,9 @@ def test_continual_class_incremental_repeats_and_resumes(tmp_path, monkeypatch):
     folder = Path(straight["run_dir"])
     saved = json.loads((folder / "accuracy_matrix.json").read_text())
     assert saved["score"] == "test/miou" and len(saved["matrix"]) == 3
+    metrics = straight["metrics"]  # the whole test split, as an offline run reports it
+    assert 0 <= metrics["test/miou"] <= 1 and "test/iou/background" in metrics
+    assert metrics["test/miou_avg"] == pytest.approx(sum(saved["matrix"][-1]) / 3)
     assert learned(run(tmp_path, *CONTINUAL)) == learned(straight)
 
     save = checkpoint.save
@@ -112,14 +115,14 @@ def test_a_classification_backbone_loads_into_a_segmentation_run(tmp_path):
         "model.channels=[8,16]", "trainer.max_epochs=1", "tracking.wandb=disabled",
         "trainer.progress_bar=false", f"output_dir={tmp_path / 'cls'}"])  # fmt: skip
     weights = Path(classify["run_dir"])
-    segment = run(tmp_path / "seg", "trainer.max_epochs=1", f"model.backbone_weights={weights}")
+    segment = run(tmp_path / "seg", "trainer.max_epochs=1", f"model.init_from={weights}")
     assert segment["status"] == "completed"
 
     from paralab.platform.config import load
     from paralab.platform.models import InputSpec
     from paralab.platform.runner import build_model, load_data
 
-    config = load("quickstart_segmentation", [*TINY, f"model.backbone_weights={weights}"])
+    config = load("quickstart_segmentation", [*TINY, f"model.init_from={weights}"])
     data = load_data(config)
     model = build_model(config, InputSpec(1, data.image_size, data.num_classes))
     trained = torch.load(weights / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]

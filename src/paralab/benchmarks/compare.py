@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
-from paralab.benchmarks.suite import Comparison
-from paralab.platform.tracking import read_json, summary_of, write_json
+import yaml
+
+from paralab.benchmarks.suite import Comparison, LabelCurve
+from paralab.platform.tracking import CONFIG, read_json, summary_of, write_json
+
+#: A run folder's name: ``<run name>-<YYYYMMDD>-<HHMMSS>[-n]``.
+RUN_FOLDER = re.compile(r"(.+)-\d{8}-\d{6}(-\d+)?")
 
 
 def rows_of(summaries: list[dict[str, Any]], columns: list[str]) -> list[dict[str, Any]]:
@@ -48,20 +54,73 @@ def write_comparison(
     folder: Path, suite: str, compare: Comparison, summaries: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """Write comparison.json, comparison.md and the plots into ``folder``; print the table."""
-    from paralab.benchmarks.plots import plot_bars, plot_curves
+    from paralab.benchmarks.plots import plot_bars, plot_curves, plot_label_curve
 
     columns = list(dict.fromkeys([compare.metric, *compare.columns]))
     rows = rows_of(summaries, columns)
     payload = {"suite": suite, "metric": compare.metric, "columns": columns, "rows": rows}
+    if compare.label_curve:
+        payload["label_curve"] = label_curve(summaries, compare.label_curve, compare.metric)
     write_json(folder / "comparison.json", payload)
     table = markdown_table(rows, columns)
     (folder / "comparison.md").write_text(f"# {suite}\n\n{table}")
     plot_bars(rows, compare.metric, folder / "accuracy.png")
     if compare.curve:
         plot_curves(rows, compare.curve, compare.curve_x, folder / "curves.png")
+    if compare.label_curve:
+        plot_label_curve(payload["label_curve"], folder / "label_curve.png")
     collect_run_plots(folder, rows)
     print(table)
     return payload
+
+
+def label_curve(
+    summaries: list[dict[str, Any]], curve: LabelCurve, default_metric: str
+) -> dict[str, Any]:
+    """The points of ``label_curve.png``: for each value of ``curve.group`` in the runs'
+    configs, ``[x, metric]`` pairs sorted by x (a null x is 1: all labels; a run without the
+    metric, a failed one, or one not in ``curve.runs`` is left out)."""
+    metric = curve.metric or default_metric
+    lines: dict[str, list[list[float]]] = {}
+    for s in summaries:
+        if curve.runs is not None and s.get("run", s.get("name")) not in curve.runs:
+            continue
+        config = _saved_config(Path(s["run_dir"]))
+        value = s.get("metrics", {}).get(metric)
+        if value is None:
+            continue
+        x = _at(config, curve.x)
+        label = group_label(_at(config, curve.group))
+        lines.setdefault(label, []).append([1.0 if x is None else float(x), float(value)])
+    for points in lines.values():
+        points.sort()
+    return {"x": curve.x, "group": curve.group, "metric": metric, "lines": lines}
+
+
+def group_label(value: Any) -> str:
+    """A group's name in the legend: a run folder (or a file in one) by its run's name, null
+    as "none", anything else as written."""
+    if value is None:
+        return "none"
+    for part in reversed(Path(str(value)).parts):
+        match = RUN_FOLDER.fullmatch(part)
+        if match:
+            return match.group(1)
+    return str(value)
+
+
+def _saved_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / CONFIG
+    saved = yaml.safe_load(path.read_text()) if path.is_file() else None
+    return saved if isinstance(saved, dict) else {}
+
+
+def _at(config: dict[str, Any], key: str) -> Any:
+    """The value at the dotted ``key`` of a plain config (None where absent)."""
+    value: Any = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def collect_run_plots(folder: Path, rows: list[dict[str, Any]]) -> None:

@@ -64,3 +64,25 @@ def plot_curves(rows: list[dict[str, Any]], metric: str, x: str, path: Path) -> 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_label_curve(curve: dict[str, Any], path: Path) -> None:
+    """The metric against the fraction of labels (log x axis), one line per group: the points
+    :func:`paralab.benchmarks.compare.label_curve` gives."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for label, points in sorted(curve["lines"].items()):
+        xs, ys = zip(*points, strict=True) if points else ((), ())
+        ax.plot(xs, ys, marker="o", markersize=4, label=label)
+    ax.set_xscale("log")
+    xs = sorted({x for points in curve["lines"].values() for x, _ in points})
+    ax.set_xticks(xs, [f"{x:g}" for x in xs])  # the fractions run, as written: 0.01, 0.1, 1
+    ax.minorticks_off()
+    ax.set_xlabel(f"{curve['x']} (log scale)")
+    ax.set_ylabel(curve["metric"])
+    if curve["lines"]:
+        ax.legend(title=curve["group"], fontsize=8, title_fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

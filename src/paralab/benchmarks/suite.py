@@ -9,7 +9,13 @@ A suite is ``configs/benchmark/<name>.yaml``::
     compare: {metric: test/acc, columns: [test/acc], curve: val/acc}
 
 The user's ``key=value`` overrides apply to every run, last, so ``model=vit`` swaps the model
-in all of them.
+in all of them. An override value ``@<run>`` is the folder of an earlier run of the suite
+(``model.init_from=@pretrain``: start from its backbone; see
+:mod:`paralab.benchmarks.references`). ``compare.label_curve`` draws the headline against a
+config key over runs, one line per value of another key (accuracy against the fraction of
+labels, one line per backbone source)::
+
+    compare: {metric: test/acc, label_curve: {x: data.label_fraction, group: model.init_from}}
 """
 
 from __future__ import annotations
@@ -22,6 +28,13 @@ from typing import Any
 
 import yaml
 
+from paralab.benchmarks.references import (
+    Reference,
+    check_init_fits,
+    check_references,
+    deferred,
+    resolve,
+)
 from paralab.errors import ConfigError, RunFolderError
 from paralab.platform.config import config_dirs, config_file, group_options, load, validate_section
 from paralab.platform.progress import say
@@ -38,11 +51,25 @@ class SuiteRun:
 
 
 @dataclass
+class LabelCurve:
+    """``label_curve.png``: ``metric`` (default: the comparison's) against the config key ``x``
+    on a log axis (a run with ``x`` null is drawn at 1: all labels), one line per value of the
+    config key ``group`` (a run folder shows as its run's name, null as "none"); ``runs``: the
+    suite's runs it draws (null: every run that has the metric)."""
+
+    x: str = "data.label_fraction"
+    group: str = "model.init_from"
+    metric: str | None = None
+    runs: list[str] | None = None
+
+
+@dataclass
 class Comparison:
     metric: str = "test/acc"
     columns: list[str] = field(default_factory=lambda: ["test/acc"])
     curve: str | None = "val/acc"
     curve_x: str = "epoch"
+    label_curve: LabelCurve | None = None
 
 
 @dataclass
@@ -61,13 +88,29 @@ def load_suite(name: str) -> Suite:
             f"(files in {', '.join(str(d / 'benchmark') for d in config_dirs())})"
         )
     path = config_file("benchmark", name)  # the first config layer that has it
-    raw = yaml.safe_load(path.read_text()) if path else {}
+    try:
+        raw = yaml.safe_load(path.read_text()) if path else {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        reason = f"{getattr(error, 'problem', None) or 'unreadable'}{where}"
+        raise ConfigError(
+            f"benchmark {name}: {path} is not valid YAML ({reason}). Fix the file; quote "
+            "overrides that hold brackets or commas ('model.channels=[8,16]')"
+        ) from None
     suite: Suite = validate_section(f"benchmark {name}", raw, Suite)
     names = [r.name for r in suite.runs]
     if not names:
         raise ConfigError(f"benchmark {name}: lists no runs")
     if len(set(names)) != len(names):
         raise ConfigError(f"benchmark {name}: run names repeat: {names}")
+    curve = suite.compare.label_curve
+    unknown = [r for r in (curve.runs or []) if r not in names] if curve else []
+    if unknown:
+        raise ConfigError(
+            f"benchmark {name}: compare.label_curve.runs names {', '.join(unknown)}, which the "
+            f"suite does not run. Its runs: {', '.join(names)}"
+        )
     return suite
 
 
@@ -81,13 +124,13 @@ def run_suite(
     suite = load_suite(name)
     runs = select_runs(name, suite, only)
     user = list(overrides or [])
-    configs, datasets = _prepare_runs(name, suite, runs, user)
+    configs, datasets, refs = _prepare_runs(name, suite, runs, user)
     root = Path(output_dir or configs[0].output_dir).expanduser() / "bench"
     folder = root / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=False)
     state = {"suite": name, "overrides": user, "only": [r.name for r in runs] if only else None}
     write_json(folder / STATE, state)
-    return _run_all(folder, name, suite, runs, configs, datasets)
+    return _run_all(folder, name, suite, runs, configs, datasets, refs)
 
 
 def resume_suite(folder: str | Path) -> Path:
@@ -105,8 +148,10 @@ def resume_suite(folder: str | Path) -> Path:
         read_json(summary)
     suite = load_suite(state["suite"])
     runs = select_runs(state["suite"], suite, state.get("only"))
-    configs, datasets = _prepare_runs(state["suite"], suite, runs, state.get("overrides", []))
-    return _run_all(folder, state["suite"], suite, runs, configs, datasets)
+    done = [r.name for r in suite.runs if _latest_run_folder(folder, r.name) is not None]
+    user = state.get("overrides", [])
+    configs, datasets, refs = _prepare_runs(state["suite"], suite, runs, user, done)
+    return _run_all(folder, state["suite"], suite, runs, configs, datasets, refs)
 
 
 def select_runs(name: str, suite: Suite, only: list[str] | None) -> list[SuiteRun]:
@@ -122,13 +167,20 @@ def select_runs(name: str, suite: Suite, only: list[str] | None) -> list[SuiteRu
     return [r for r in suite.runs if r.name in only]
 
 
-def _prepare_runs(name: str, suite: Suite, runs: list[SuiteRun], user: list[str]):
-    """Compose and check every run before anything is written; load each dataset once."""
+def _prepare_runs(
+    name: str, suite: Suite, runs: list[SuiteRun], user: list[str], done: list[str] | None = None
+):
+    """Compose and check every run before anything is written; load each dataset once.
+    ``done``: runs whose folders the suite folder holds (on --resume), which ``@run`` may name
+    though they are not selected. Returns the configs, the datasets and each run's ``@run``
+    references (their keys are null in the configs until the run starts)."""
     from paralab.platform.runner import load_data, prepare
 
+    overrides = {run.name: [*suite.overrides, *run.overrides, *user] for run in runs}
+    refs = check_references(name, [r.name for r in suite.runs], overrides, done or ())
     configs = []
     for run in runs:
-        config = load(run.experiment, [*suite.overrides, *run.overrides, *user])
+        config = load(run.experiment, deferred(overrides[run.name]))
         devices = config.trainer.devices
         if (len(devices) if isinstance(devices, list | tuple) else devices) not in (1, "1", "auto"):
             raise ConfigError(
@@ -142,14 +194,27 @@ def _prepare_runs(name: str, suite: Suite, runs: list[SuiteRun], user: list[str]
         if key not in datasets:
             datasets[key] = load_data(config)
         prepare(config, datasets[key])
-    return configs, datasets
+    _check_fits(name, runs, configs, datasets, refs)
+    return configs, datasets, refs
 
 
-def _run_all(folder: Path, name: str, suite: Suite, runs, configs, datasets) -> Path:
+def _check_fits(name: str, runs, configs, datasets, refs: dict[str, list[Reference]]) -> None:
+    """``model.init_from=@run`` between two prepared runs: their backbones must match."""
+    prepared = {run.name: config for run, config in zip(runs, configs, strict=True)}
+    for run, config in prepared.items():
+        for ref in refs.get(run, []):
+            source = prepared.get(ref.run)  # None: a run done before (resume), read at its start
+            if source is not None:
+                pair = (source, datasets[repr(source.data)])
+                where = f"benchmark {name}, run {run}"
+                check_init_fits(where, config, datasets[repr(config.data)], ref, pair)
+
+
+def _run_all(folder: Path, name: str, suite: Suite, runs, configs, datasets, refs) -> Path:
     from paralab.benchmarks.compare import write_comparison
 
     try:
-        summaries = _run_each(folder, name, runs, configs, datasets)
+        summaries = _run_each(folder, name, runs, configs, datasets, refs)
     except BaseException:  # Ctrl-C, a failed run: the suite folder can be finished later
         say(f"suite stopped; its folder: {folder}; finish it with: paralab bench --resume {folder}")
         raise
@@ -157,8 +222,9 @@ def _run_all(folder: Path, name: str, suite: Suite, runs, configs, datasets) -> 
     return folder
 
 
-def _run_each(folder: Path, name: str, runs, configs, datasets) -> list[dict[str, Any]]:
-    """Each run of the suite in order: completed ones kept, interrupted ones continued."""
+def _run_each(folder: Path, name: str, runs, configs, datasets, refs) -> list[dict[str, Any]]:
+    """Each run of the suite in order: completed ones kept, interrupted ones continued; a new
+    run's ``@run`` references become the folders of those runs (run before it)."""
     from paralab.platform.config import load_saved
     from paralab.platform.runner import execute
 
@@ -176,10 +242,13 @@ def _run_each(folder: Path, name: str, runs, configs, datasets) -> list[dict[str
             summary = execute(saved, run_dir=previous, data=datasets.get(repr(saved.data)))
         else:
             say(f"{label} ({config.paradigm.name}, {config.model.name}, {config.data.name})")
+            config = resolve(
+                config, refs.get(run.name, []), lambda ref: _latest_run_folder(folder, ref)
+            )
             config.run.output_dir = str(folder)
             config.run.name = run.name
             config.plain.update(output_dir=str(folder), name=run.name)
-            summary = execute(config, data=datasets[repr(config.data)])
+            summary = execute(config, data=datasets.get(repr(config.data)))
         summary["run"] = run.name
         summaries.append(summary)
     return summaries

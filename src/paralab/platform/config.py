@@ -215,13 +215,24 @@ def validate_section(section: str, values: Any, schema: type) -> Any:
 
 
 def _schema_at(schema: type, path: str) -> type:
-    """The dataclass that types ``path`` (dot-separated) inside ``schema``."""
+    """The dataclass that types ``path`` (dot-separated) inside ``schema`` (an optional
+    section, ``Section | None = None``, by its annotation)."""
+    import typing
+
     for part in filter(None, path.split(".")):
         field_ = {f.name: f for f in fields(schema)}[part]
         default = field_.default_factory() if field_.default_factory is not MISSING else None
-        if not is_dataclass(default):
+        if is_dataclass(default):
+            schema = type(default)
+            continue
+        try:
+            hint = typing.get_type_hints(schema).get(part)
+        except (NameError, TypeError):  # an annotation that does not resolve: stop here
             break
-        schema = type(default)
+        inner = [t for t in typing.get_args(hint) if isinstance(t, type) and is_dataclass(t)]
+        if not inner:
+            break
+        schema = inner[0]
     return schema
 
 

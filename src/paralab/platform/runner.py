@@ -24,6 +24,7 @@ from paralab.platform.config import ResolvedConfig, load_saved
 from paralab.platform.data import DATASETS, ClassificationData
 from paralab.platform.interrupts import sigint_is_interrupt
 from paralab.platform.models import InputSpec
+from paralab.platform.models.transfer import init_from, resumed_from_checkpoint
 from paralab.platform.progress import say
 from paralab.platform.quiet import quiet
 from paralab.platform.tasks import TASKS, Task
@@ -97,13 +98,21 @@ def build_model(
     *,
     channels_last: bool | None = None,
     task: Task | None = None,
+    initialize: bool = True,
 ) -> nn.Module:
     """The task's registry model; with ``trainer.channels_last`` (or ``channels_last`` given)
     its conv weights are NHWC, which every paradigm then trains in (conv outputs follow the
-    weights). ``task`` defaults to the one ``config.task`` names (its classes are not needed)."""
+    weights). ``task`` defaults to the one ``config.task`` names (its classes are not needed).
+
+    Its backbone starts from ``model.init_from`` when set, for every model, task and paradigm
+    (a mismatch is a ConfigError, raised by :func:`prepare` before the run folder exists);
+    ``initialize=False`` skips that where the weights come from elsewhere (a federated client
+    receives the server's every round)."""
     if task is None:
         task = TASKS.get(config.task.name).obj(config.task, [""] * spec.num_classes)
     model = task.build_model(config, spec)
+    if initialize:
+        init_from(model, config)
     if config.trainer.channels_last if channels_last is None else channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -112,7 +121,9 @@ def build_model(
 def build_task(config: ResolvedConfig, data: ClassificationData) -> Task:
     """The task ``config.task`` names, for ``data``'s classes."""
     cls = TASKS.get(config.task.name).obj
-    return cls(config.task, data.classes, label_smoothing=config.optim.label_smoothing)
+    task = cls(config.task, data.classes, label_smoothing=config.optim.label_smoothing)
+    task.bind(data)
+    return task
 
 
 def load_data(config: ResolvedConfig) -> ClassificationData:
@@ -139,6 +150,10 @@ def prepare(config: ResolvedConfig, data: ClassificationData | None = None):
     data = data if data is not None else load_data(config)
     task = build_task(config, data)
     task.check(config, data)
+    if config.probe.enabled:
+        from paralab.platform.probes.run import check_probe
+
+        check_probe(config, data, after_run=True)
     build_model(config, InputSpec(data.in_channels, data.image_size, data.num_classes), task=task)
     paradigm = PARADIGMS.get(config.paradigm.name).obj(config.paradigm)
     paradigm.check(config, data)
@@ -158,6 +173,8 @@ def execute(
     ``data`` given skips loading it (a suite loads each distinct dataset config once).
     """
     previous = check_resumable(run_dir) if run_dir is not None else {}
+    if run_dir is not None:
+        resumed_from_checkpoint(config, run_dir)
     data, paradigm = prepare(config, data)
     resuming = run_dir is not None
     owner = tracking.is_global_zero()
@@ -178,6 +195,10 @@ def execute(
     try:
         with sigint_is_interrupt():  # Ctrl-C is KeyboardInterrupt under every paradigm
             metrics = paradigm.run(ctx)
+            if config.probe.enabled and owner:  # rank 0 probes the checkpoint it saved
+                from paralab.platform.probes.run import probe_after_run
+
+                metrics.update(probe_after_run(config, data, run_dir))
     except ParalabError as error:
         if not isinstance(error, RunFailedError):
             tracker.finish("failed")

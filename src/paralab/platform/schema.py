@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from paralab.platform.bounds import bounded, limits
+from paralab.platform.probes.config import ProbeConfig
 
 WANDB_MODES = ("offline", "online", "disabled")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -188,3 +189,4 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)

@@ -6,7 +6,9 @@ from paralab.platform.data.registry import DATASETS, register_dataset
 from paralab.platform.registry import import_modules
 
 import_modules(
-    DATASETS, __name__, ["digits", "mnist", "cifar", "image_folder", "canvas", "mask_folder"]
+    DATASETS,
+    __name__,
+    ["digits", "mnist", "cifar", "image_folder", "canvas", "mask_folder", "photos"],
 )
 
 __all__ = [

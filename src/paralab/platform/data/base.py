@@ -10,6 +10,7 @@ labels take exactly the path they always took: the mask branch costs them one at
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from paralab.platform.bounds import bounded, limits
 from paralab.platform.data.augment import IGNORE_INDEX, augment_batch, augment_with_masks
 
 AUGMENTATIONS = ("hflip", "crop")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,6 +36,9 @@ class DataConfig:
     val_fraction: float = bounded(0.1, ge=0, lt=1)  # 0: no validation split
     split_seed: int = bounded(0, ge=0)
     train_limit: int | None = bounded(None, ge=1)
+    #: Train on this fraction of the labels (fine-tuning with few labels): a seeded,
+    #: class-balanced part of the training split (see :func:`label_subset`); null: all.
+    label_fraction: float | None = bounded(None, gt=0, le=1)
     batch_size: int = bounded(128, ge=1)
     eval_batch_size: int = bounded(512, ge=1)
     num_workers: int = bounded(0, ge=0)
@@ -208,8 +213,10 @@ def _build(
             f"{len(test[1])} test images, data.val_fraction={cfg.val_fraction}). Lower the "
             "fractions that split it off, or give more images"
         )
+    mean, std = channel_stats(images[train_idx])  # every training image, labelled or not
+    if cfg.label_fraction is not None:
+        train_idx = train_idx[_labelled(name, targets[train_idx], cfg)]
     train_images = images[train_idx]
-    mean, std = channel_stats(train_images)
     return ClassificationData(
         name=name,
         classes=list(classes),
@@ -217,6 +224,40 @@ def _build(
         val=InMemoryImages(images[val_idx], targets[val_idx], mean, std),
         test=InMemoryImages(test[0], test[1], mean, std),
     )
+
+
+def label_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Positions into ``labels`` (sorted) of a class-balanced part: of each class's ``n_c``
+    examples, ``max(1, round(fraction * n_c))``, the first ones in a seeded order.
+
+    The order depends on ``seed`` and the labels only, so the same seed gives the same part,
+    and a smaller fraction's part lies inside a larger one's (1% of the labels within 10%).
+    """
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    ordered = labels[order]
+    kept = []
+    for c in torch.unique(labels).tolist():
+        members = order[ordered == c]
+        kept.append(members[: max(1, round(fraction * len(members)))])
+    return torch.cat(kept).sort().values
+
+
+def _labelled(name: str, targets: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
+    """:func:`label_subset` of the training split for ``data.label_fraction``, seeded by
+    ``data.split_seed``; refused for masks (a fraction of images is not a fraction of
+    labelled pixels)."""
+    if targets.ndim != 1:
+        raise ConfigError(
+            f"data.label_fraction={cfg.label_fraction}: {name} holds segmentation masks; the "
+            "fraction of labels applies to class labels. Set data.label_fraction=null, or "
+            "data.train_limit=<images> for fewer training images"
+        )
+    kept = label_subset(targets, float(cfg.label_fraction), cfg.split_seed)
+    log.info(
+        "data.label_fraction=%s: %d of %d training images keep their labels (%d classes)",
+        cfg.label_fraction, len(kept), len(targets), len(torch.unique(targets)),
+    )  # fmt: skip
+    return kept
 
 
 def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,7 +28,13 @@ class InputSpec:
 
 @dataclass
 class ModelConfig:
+    """Options every model has. ``init_from`` names a run folder or checkpoint whose backbone
+    starts this model (any task, any paradigm: a rotation-pretrained backbone can start a
+    continual, federated or segmentation run); null starts from random weights. The runner
+    loads it once the task's model is built (:func:`paralab.platform.runner.build_model`)."""
+
     name: str = "cnn"
+    init_from: str | None = None
 
 
 def take_indices(num_stages: int, indices: Indices) -> list[int]:

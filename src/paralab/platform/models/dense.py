@@ -7,7 +7,8 @@ segmentation backbone back. So ``unet``, ``fcn`` and ``segmenter`` build the reg
 classification model named in ``model.backbone`` (validated like any model section: a wrong key
 is ``model.backbone.<key>``), keep its :class:`Backbone` under the same submodule name as
 :class:`Classifier` (``backbone``), and drop its linear head. ``backbone.*`` keys of any paralab
-checkpoint then load with :func:`paralab.platform.models.transfer.load_backbone`.
+checkpoint then load with :func:`paralab.platform.models.transfer.load_backbone`, as
+``model.init_from`` does for every model.
 
 A backbone serves a dense head when ``forward_intermediates`` gives at least one map with
 spatial extent: a stage whose ``reduction`` is below the image size. The ``mlp``'s stages are
@@ -56,11 +57,10 @@ M = TypeVar("M", bound="DenseModel")
 @dataclass
 class DenseConfig(ModelConfig):
     """Options every dense model has. ``backbone`` names a registered classification model and
-    its options (``{name: cnn, channels: [32, 64, 128]}``); ``backbone_weights`` a checkpoint or
-    run folder whose backbone is loaded after the model is built (null: random init)."""
+    its options (``{name: cnn, channels: [32, 64, 128]}``); its trained weights come from
+    ``model.init_from``, as for every model."""
 
     backbone: dict[str, Any] = field(default_factory=lambda: {"name": "resnet18"})
-    backbone_weights: str | None = None
 
 
 class DenseModel(HasBackbone):
@@ -93,6 +93,11 @@ def build_backbone(values: Mapping[str, Any] | None, spec: InputSpec) -> Backbon
     from paralab.platform.config import validate_section
 
     values = _plain(values)
+    if values.get("init_from") is not None:
+        raise ConfigError(
+            f"{SECTION}.init_from: a backbone's weights are set for the whole model. Set "
+            f"model.init_from={values['init_from']} instead, and drop {SECTION}.init_from"
+        )
     name = values.get("name")
     if name is None:
         raise ConfigError(
@@ -144,12 +149,9 @@ def dense_backbones(in_channels: int = 3) -> list[str]:
 
 
 def finish(model: M, cfg: DenseConfig, spec: InputSpec) -> M:
-    """Freeze what the head never reaches, then load ``cfg.backbone_weights`` if set."""
+    """Freeze what the head never reaches (``model.init_from`` is loaded by the runner, for
+    every model alike)."""
     freeze_unreached(model, spec)
-    if cfg.backbone_weights:
-        from paralab.platform.models.transfer import load_backbone
-
-        load_backbone(model, cfg.backbone_weights)
     return model
 
 

@@ -4,6 +4,17 @@
 from paralab.platform.registry import import_modules
 from paralab.platform.tasks.base import TASKS, Task, TaskConfig, models_for, register_task
 
-import_modules(TASKS, __name__, ["classification", "segmentation"])
+import_modules(
+    TASKS,
+    __name__,
+    [
+        "classification",
+        "segmentation",
+        "pretext.rotation",
+        "pretext.jigsaw",
+        "pretext.colorization",
+        "pretext.simclr",
+    ],
+)
 
 __all__ = ["TASKS", "Task", "TaskConfig", "models_for", "register_task"]

@@ -6,7 +6,10 @@ Avalanche's problem types (only unpacking a batch, the forward and the criterion
 task-specific) and timm's model surface (heads sit on ``forward_intermediates``):
 
 - ``build_model``: the registry model for this task and data (its heads), checked to fit both;
-- ``unpack`` a batch into inputs and targets, ``forward`` and ``loss`` (one scalar to minimise);
+- ``unpack`` a batch (already on the device) into inputs and targets, ``forward`` and ``loss``
+  (one scalar to minimise); a pretext task's ``unpack`` makes its own inputs and targets from
+  the images (rotated copies, shuffled tiles, two augmented views: ``makes_inputs``), and its
+  outputs and targets may be small structures of tensors that only the task itself reads;
   ``collate`` joins items into a batch and ``fetch`` takes a batch of examples by index (the
   in-memory sets stack a whole batch in one indexing; targets that do not stack, such as
   detection's lists of boxes, come through ``collate``);
@@ -67,6 +70,12 @@ class Task(ABC):
     attacks: ClassVar[tuple[str, ...]] = ("sign_flip", "gaussian")
     #: Continual scenarios the task's targets can be split into.
     scenarios: ClassVar[tuple[str, ...]] = ("class", "task", "domain")
+    #: The models it trains: those whose registry meta ``task`` is this (a pretext task
+    #: trains classifiers or dense models of the other tasks, with its own heads).
+    model_kind: ClassVar[str]
+    #: ``unpack`` builds the inputs from the images (pretext tasks), so a paradigm must call it
+    #: rather than feed the batch's images to the model (Avalanche's own forward would).
+    makes_inputs: ClassVar[bool] = False
 
     def __init__(self, cfg: TaskConfig, classes: list[str], label_smoothing: float = 0.0) -> None:
         self.cfg = cfg
@@ -81,7 +90,17 @@ class Task(ABC):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def train_score(self) -> str:
+        """The metric a training pass reports (federated clients' ``train_<name>``): the
+        headline, unless it needs eval mode (a pretext task's k-NN monitor)."""
+        return self.headline
+
     # -- fitting the task to data and model ----------------------------------------------------
+
+    def bind(self, data: ClassificationData) -> None:  # noqa: B027
+        """Take what the task needs of the loaded data beyond its class names (a pretext task
+        that works on pixel values: the normalisation, to undo it)."""
 
     def check(self, config: ResolvedConfig, data: ClassificationData) -> None:
         """Refuse data and models this task cannot use (before any run folder exists)."""
@@ -95,10 +114,10 @@ class Task(ABC):
                 f"{self.data_kind} datasets: {', '.join(_datasets_for(self.data_kind))}"
             )
         served = MODELS.get(config.model.name).meta.get("task", "classification")
-        if served != self.name:
+        if served != self.model_kind:
             raise ConfigError(
                 f"model={config.model.name} is a {served} model; task={self.name} needs one of: "
-                f"{', '.join(models_for(self.name))}. Set model=<one of those>"
+                f"{', '.join(models_for(self.model_kind))}. Set model=<one of those>"
             )
 
     def build_model(self, config: ResolvedConfig, spec: Any) -> nn.Module:
@@ -167,6 +186,32 @@ class Task(ABC):
 
     def draw(self, model: nn.Module, batch: Batch, path: Path) -> None:  # noqa: B027
         """Write a picture of the model's predictions on ``batch`` to ``path`` (optional)."""
+
+
+def to_device(batch: Batch, device: torch.device | str) -> Batch:
+    """``batch`` with every tensor in it (nested in tuples, lists, dicts) moved to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a NamedTuple
+        return type(batch)(*(to_device(b, device) for b in batch))
+    if isinstance(batch, list | tuple):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def detached(outputs: Any) -> Any:
+    """``outputs`` (a tensor or a structure of tensors) cut from the autograd graph."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.detach()
+    if isinstance(outputs, tuple) and hasattr(outputs, "_fields"):
+        return type(outputs)(*(detached(o) for o in outputs))
+    if isinstance(outputs, list | tuple):
+        return type(outputs)(detached(o) for o in outputs)
+    if isinstance(outputs, dict):
+        return {k: detached(v) for k, v in outputs.items()}
+    return outputs
 
 
 def _tasks_for(kind: str) -> str:

@@ -22,6 +22,7 @@ class Classification(Task):
 
     headline = "acc"
     data_kind = "classification"
+    model_kind = "classification"
     split_by = "label"
     attacks = ("sign_flip", "gaussian", "label_flip")
 

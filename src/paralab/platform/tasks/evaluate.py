@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from paralab.platform.tasks.base import Task
+from paralab.platform.tasks.base import Task, to_device
 
 
 def evaluate(
@@ -35,8 +35,7 @@ def evaluate(
     model.eval()
     with torch.no_grad():
         for batch in batches:
-            x, y = task.unpack(batch)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = task.unpack(to_device(batch, device))
             outputs = forward(x) if forward is not None else task.forward(model, x)
             n = task.count(y)
             loss_sum += task.loss(outputs, y).double() * n

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from paralab.platform.schema import OptimConfig
-from paralab.platform.tasks.base import Task
+from paralab.platform.tasks.base import Task, detached
 from paralab.platform.tasks.optim import build_optimizer, build_scheduler
 
 STAGES = ("train", "val", "test")
@@ -38,7 +38,7 @@ class TaskModule(L.LightningModule):
         outputs = self.task.forward(self.model, x)
         loss = self.task.loss(outputs, y)
         metrics = getattr(self, f"{stage}_metrics")
-        metrics.update(outputs.detach() if stage == "train" else outputs, y)
+        metrics.update(detached(outputs) if stage == "train" else outputs, y)
         self._updated.add(stage)
         self.log(f"{stage}/loss", loss.detach(), on_step=False, on_epoch=True,
                  batch_size=self.task.count(y), sync_dist=True)  # fmt: skip

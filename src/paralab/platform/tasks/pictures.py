@@ -9,7 +9,7 @@ import torch
 MAX_IMAGES = 8
 
 
-def _figure(rows: int, cols: int, scale: float = 1.6):
+def figure(rows: int, cols: int, scale: float = 1.6):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,7 +31,7 @@ def _show(ax, image: torch.Tensor) -> None:
         ax.imshow(x[:3].permute(1, 2, 0).numpy())
 
 
-def _save(plt, fig, path: Path) -> None:
+def save_figure(plt, fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -40,14 +40,14 @@ def _save(plt, fig, path: Path) -> None:
 def draw_classification(x, y, predicted, classes: list[str], path: Path) -> None:
     """Images with their true and predicted class (red when wrong)."""
     n = min(MAX_IMAGES, len(x))
-    plt, fig, axes = _figure(1, n)
+    plt, fig, axes = figure(1, n)
     for i in range(n):
         ax = axes[0, i]
         _show(ax, x[i])
         ok = int(y[i]) == int(predicted[i])
         ax.set_title(f"{classes[int(y[i])]}\n-> {classes[int(predicted[i])]}", fontsize=7,
                      color="black" if ok else "red")  # fmt: skip
-    _save(plt, fig, path)
+    save_figure(plt, fig, path)
 
 
 def draw_segmentation(x, y, predicted, classes: list[str], path: Path) -> None:
@@ -55,7 +55,7 @@ def draw_segmentation(x, y, predicted, classes: list[str], path: Path) -> None:
     import matplotlib
 
     n = min(MAX_IMAGES, len(x))
-    plt, fig, axes = _figure(3, n)
+    plt, fig, axes = figure(3, n)
     cmap = matplotlib.colormaps["tab20"].resampled(max(2, len(classes))).with_extremes(over="white")
     for i in range(n):
         _show(axes[0, i], x[i])
@@ -64,4 +64,4 @@ def draw_segmentation(x, y, predicted, classes: list[str], path: Path) -> None:
                                 interpolation="nearest")  # fmt: skip
     for row, label in enumerate(("image", "true", "predicted")):
         axes[row, 0].set_title(label, fontsize=8, loc="left")
-    _save(plt, fig, path)
+    save_figure(plt, fig, path)

@@ -74,6 +74,7 @@ class Segmentation(Task):
 
     headline = "miou"
     data_kind = "segmentation"
+    model_kind = "segmentation"
     split_by = "dominant class"
     attacks = ("sign_flip", "gaussian", "label_flip")
     scenarios = ("class", "domain")  # one head per task has no meaning for a per-pixel head

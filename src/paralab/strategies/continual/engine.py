@@ -114,6 +114,23 @@ class LossWatch(SupervisedPlugin):
         return float(self.total) / self.count if self.count else 0.0
 
 
+class TaskDriven:
+    """A strategy whose forward and criterion go through the task: for tasks whose ``unpack``
+    makes the inputs from the images (pretext tasks). Avalanche's template feeds ``mb_x`` to
+    the model and ``(mb_output, mb_y)`` to the criterion; here the task unpacks the (already
+    moved) minibatch into its inputs and targets. Only methods that train through these two
+    calls take such a task (``Method.own_forward``)."""
+
+    task: Task
+
+    def forward(self):
+        inputs, self._task_targets = self.task.unpack(self.mbatch)
+        return self.task.forward(self.model, inputs)
+
+    def criterion(self):
+        return self.task.loss(self.mb_output, self._task_targets)
+
+
 def to_benchmark(stream: list[Experience], task: Task):
     """An Avalanche scenario (train and test streams, task labels, class timeline).
 
@@ -166,6 +183,8 @@ def build_strategy(
     """
     method = STRATEGIES[cfg.strategy]
     cls = getattr(avl_strategies, method.avalanche_class)
+    if task.makes_inputs:
+        cls = type(cls.__name__, (TaskDriven, cls), {"task": task})
     fast = (
         cls
         if not fast_data

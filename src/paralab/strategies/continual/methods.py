@@ -7,6 +7,8 @@ method x every task it declares runs a short fit).
 Classification-only methods read class labels or one logit per class: iCaRL (exemplars and
 nearest class means), GDumb (a class-balanced buffer), DER (replayed logits), LwF (distillation
 over per-class logits). GEM and A-GEM project flattened gradients and work with any loss.
+EWC, MAS, GEM and A-GEM call the model on raw images themselves (``own_forward``), which a
+pretext task (it makes its inputs from the images) cannot give them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from paralab.errors import ConfigError
 from paralab.strategies.continual.config import ContinualConfig
 
 ALL = ("class", "task", "domain")
-ANY_TASK = ("classification", "segmentation")
 CLASSIFICATION = ("classification",)
 
 
@@ -33,8 +34,17 @@ class Method:
     description: str
     #: False where Avalanche flattens gradients with ``.view(-1)``, which NHWC tensors refuse
     channels_last: bool = True
-    #: the tasks (``task.name``) the method can train
-    tasks: tuple[str, ...] = ANY_TASK
+    #: the tasks (``task.name``) the method can train; None: every task
+    tasks: tuple[str, ...] | None = None
+    #: the method calls the model on an experience's raw images itself (importances, reference
+    #: gradients, distillation), so it cannot train a task whose ``unpack`` makes the inputs
+    #: (a pretext task: rotated copies, shuffled tiles, augmented views)
+    own_forward: bool = False
+
+    def trains(self, task: str, makes_inputs: bool = False) -> bool:
+        return (self.tasks is None or task in self.tasks) and not (
+            makes_inputs and self.own_forward
+        )
 
 
 def _none(cfg: ContinualConfig) -> dict[str, Any]:
@@ -51,12 +61,14 @@ STRATEGIES: dict[str, Method] = {
         ALL,
         lambda c: {"ewc_lambda": c.ewc_lambda, "mode": "separate"},
         "elastic weight consolidation",
+        own_forward=True,
     ),
     "online_ewc": Method(
         "EWC",
         ALL,
         lambda c: {"ewc_lambda": c.ewc_lambda, "mode": "online", "decay_factor": c.ewc_decay},
         "online EWC (one running importance)",
+        own_forward=True,
     ),
     "si": Method(
         "SynapticIntelligence", ALL, lambda c: {"si_lambda": c.si_lambda}, "synaptic intelligence"
@@ -67,6 +79,7 @@ STRATEGIES: dict[str, Method] = {
         lambda c: {"alpha": c.lwf_alpha, "temperature": c.lwf_temperature},
         "learning without forgetting (distillation)",
         tasks=CLASSIFICATION,
+        own_forward=True,
     ),
     "agem": Method(
         "AGEM",
@@ -74,6 +87,7 @@ STRATEGIES: dict[str, Method] = {
         lambda c: {"patterns_per_exp": c.patterns_per_exp, "sample_size": c.agem_sample_size},
         "averaged gradient episodic memory",
         channels_last=False,
+        own_forward=True,
     ),
     "gem": Method(
         "GEM",
@@ -83,6 +97,7 @@ STRATEGIES: dict[str, Method] = {
             "memory_strength": c.gem_memory_strength,
         },
         "gradient episodic memory (quadprog)",
+        own_forward=True,
     ),
     "icarl": Method(
         "ICaRL",
@@ -109,7 +124,9 @@ STRATEGIES: dict[str, Method] = {
 
 PLUGINS: dict[str, Method] = {
     "replay": Method("ReplayPlugin", ALL, lambda c: {"mem_size": c.mem_size}, "replay buffer"),
-    "ewc": Method("EWCPlugin", ALL, lambda c: {"ewc_lambda": c.ewc_lambda}, "EWC penalty"),
+    "ewc": Method(
+        "EWCPlugin", ALL, lambda c: {"ewc_lambda": c.ewc_lambda}, "EWC penalty", own_forward=True
+    ),
     "si": Method(
         "SynapticIntelligencePlugin", ALL, lambda c: {"si_lambda": c.si_lambda}, "SI penalty"
     ),
@@ -119,6 +136,7 @@ PLUGINS: dict[str, Method] = {
         lambda c: {"alpha": c.lwf_alpha, "temperature": c.lwf_temperature},
         "LwF distillation",
         tasks=CLASSIFICATION,
+        own_forward=True,
     ),
     "agem": Method(
         "AGEMPlugin",
@@ -129,8 +147,9 @@ PLUGINS: dict[str, Method] = {
         },
         "A-GEM projection",
         channels_last=False,
+        own_forward=True,
     ),
-    "mas": Method("MASPlugin", ALL, _none, "memory aware synapses"),
+    "mas": Method("MASPlugin", ALL, _none, "memory aware synapses", own_forward=True),
 }
 
 #: Which plugin a strategy already contains (naming it again would apply it twice).
@@ -150,9 +169,11 @@ def takes_channels_last(cfg: ContinualConfig) -> bool:
     return all(m.channels_last for m in methods)
 
 
-def check_method(cfg: ContinualConfig, task: str = "classification") -> None:
+def check_method(
+    cfg: ContinualConfig, task: str = "classification", makes_inputs: bool = False
+) -> None:
     """Raise :class:`ConfigError` for an unknown name, or a strategy or plugin that does not
-    support the scenario or the task."""
+    support the scenario or the task (``makes_inputs``: the task's ``Task.makes_inputs``)."""
     if cfg.strategy not in STRATEGIES:
         raise ConfigError(
             f"paradigm.strategy={cfg.strategy!r}: unknown continual strategy. "
@@ -166,11 +187,11 @@ def check_method(cfg: ContinualConfig, task: str = "classification") -> None:
             f"scenarios, or a strategy that supports {cfg.scenario}: "
             f"{', '.join(n for n, m in STRATEGIES.items() if cfg.scenario in m.scenarios)}"
         )
-    if task not in strategy.tasks:
+    if not strategy.trains(task, makes_inputs):
         raise ConfigError(
-            f"paradigm.strategy={cfg.strategy} does not support task={task} (it supports "
-            f"{', '.join(strategy.tasks)}). Strategies for {task}: "
-            f"{', '.join(n for n, m in STRATEGIES.items() if task in m.tasks)}"
+            f"paradigm.strategy={cfg.strategy} does not support task={task} ({_why(strategy)}). "
+            f"Strategies for {task}: "
+            f"{', '.join(n for n, m in STRATEGIES.items() if m.trains(task, makes_inputs))}"
         )
     if len(set(cfg.plugins)) != len(cfg.plugins):
         raise ConfigError(f"paradigm.plugins={cfg.plugins}: a plugin is named twice")
@@ -186,12 +207,19 @@ def check_method(cfg: ContinualConfig, task: str = "classification") -> None:
             )
         if cfg.scenario not in PLUGINS[name].scenarios:
             raise ConfigError(f"paradigm.plugins: {name} does not support scenario {cfg.scenario}")
-        if task not in PLUGINS[name].tasks:
+        if not PLUGINS[name].trains(task, makes_inputs):
+            usable = [n for n, m in PLUGINS.items() if m.trains(task, makes_inputs)]
             raise ConfigError(
-                f"paradigm.plugins: {name} does not support task={task}; plugins for {task}: "
-                f"{', '.join(n for n, m in PLUGINS.items() if task in m.tasks)}"
+                f"paradigm.plugins: {name} does not support task={task} ({_why(PLUGINS[name])}); "
+                f"plugins for {task}: {', '.join(usable) or 'none'}"
             )
     if cfg.strategy in ("icarl", "joint") and cfg.plugins:
         raise ConfigError(
             f"paradigm.plugins: strategy {cfg.strategy} takes no plugins; set paradigm.plugins=[]"
         )
+
+
+def _why(method: Method) -> str:
+    if method.tasks is not None:
+        return f"it supports {', '.join(method.tasks)}"
+    return "it calls the model on raw images, and this task makes its inputs from them"

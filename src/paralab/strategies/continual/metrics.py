@@ -19,13 +19,16 @@ from pathlib import Path
 
 
 def continual_metrics(matrix: Sequence[Sequence[float]], name: str = "acc") -> dict[str, float]:
-    """``test/<name>`` (final average of the matrix's score, e.g. accuracy), and ``forgetting``
-    and ``bwt`` when defined. A NaN cell (a score with nothing to score) counts as 0."""
+    """``test/<name>`` and ``test/<name>_avg`` (final average of the matrix's score, e.g.
+    accuracy), and ``forgetting`` and ``bwt`` when defined. A NaN cell (a score with nothing to
+    score) counts as 0. A class-incremental run then replaces ``test/<name>`` by the whole test
+    split's score (see :meth:`Continual._whole_test_split`)."""
     if not matrix or not matrix[-1]:
         raise ValueError("the accuracy matrix is empty")
     matrix = [[v if v == v else 0.0 for v in row] for row in matrix]
     last = list(matrix[-1])
-    result = {f"test/{name}": sum(last) / len(last)}
+    average = sum(last) / len(last)
+    result = {f"test/{name}": average, f"test/{name}_avg": average}
     n = len(matrix)
     if n < 2 or len(last) != n:
         return result
@@ -46,7 +49,7 @@ def write_matrix_json(
         "score": f"test/{name}",
         "experiences": labels,
         "matrix": matrix,
-        **continual_metrics(matrix, name),
+        **{k: v for k, v in continual_metrics(matrix, name).items() if k != f"test/{name}"},
     }
     path.write_text(json.dumps(payload, indent=2) + "\n")
 

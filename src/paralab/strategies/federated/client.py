@@ -105,7 +105,8 @@ def worker_state(run_key: str, plain: dict) -> WorkerState:
 
     spec = InputSpec(data.in_channels, data.image_size, data.num_classes)
     task = build_task(config, data)
-    model = build_model(config, spec, task=task).to(device)
+    # the server's weights (model.init_from's backbone among them) arrive every round
+    model = build_model(config, spec, task=task, initialize=False).to(device)
     cfg = config.paradigm
     state = WorkerState(
         config=config,
@@ -145,6 +146,7 @@ def train_client(state: WorkerState, cid: int, rnd: int, arrays, round_cfg: dict
     """One client's round of local training; returns the new weights and metrics."""
     import torch
 
+    from paralab.platform.tasks.base import detached, to_device
     from paralab.platform.tasks.optim import build_optimizer
 
     config, cfg = state.config, state.config.paradigm
@@ -174,10 +176,12 @@ def train_client(state: WorkerState, cid: int, rnd: int, arrays, round_cfg: dict
     for _ in range(cfg.local_epochs):
         order = index[torch.randperm(len(index), generator=gen)]
         for start in range(0, len(order), batch):
-            x, y = task.unpack(task.fetch(state.data.train, order[start : start + batch]))
+            batch_on_device = to_device(
+                task.fetch(state.data.train, order[start : start + batch]), state.device
+            )
+            x, y = task.unpack(batch_on_device)
             if flip:
                 y = task.flip_labels(y)
-            x, y = x.to(state.device, non_blocking=True), y.to(state.device, non_blocking=True)
             outputs = task.forward(model, x)
             loss = task.loss(outputs, y)
             if global_params is not None and mu > 0:
@@ -191,7 +195,7 @@ def train_client(state: WorkerState, cid: int, rnd: int, arrays, round_cfg: dict
             optimizer.step()
             n = task.count(y)
             total_loss += loss.detach().double() * n
-            metrics.update(outputs.detach(), y)
+            metrics.update(detached(outputs), y)
             seen += n
     if byzantine and not flip:
         _poison(model, global_params, cfg.byzantine, client_seed(config.seed, rnd, cid, salt=4))
@@ -203,7 +207,7 @@ def train_client(state: WorkerState, cid: int, rnd: int, arrays, round_cfg: dict
         "metrics": {
             "num-examples": len(index),
             "train_loss": float(total_loss) / max(1, seen),
-            f"train_{task.headline}": _finite(scores.get(task.headline, 0.0)),
+            f"train_{task.train_score}": _finite(scores.get(task.train_score, 0.0)),
             "compute_s": time.perf_counter() - started,
         },
     }

@@ -1,0 +1,32 @@
+"""The ``probe`` section of a run config: whether a run ends with frozen-feature probes, and how.
+
+Why a section of its own: probing is independent of the paradigm, task and model, like
+``tracking``; every run (and ``paralab probe``) reads the same settings. Defaults follow common
+practice for self-supervised evaluation (k-NN with k=20, T=0.07; a linear probe trained for 100
+epochs) and are cheap on the CPU datasets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from paralab.platform.bounds import bounded
+
+
+@dataclass
+class ProbeConfig:
+    """``enabled``: probe the trained backbone at the end of the run (its ``probe/...`` metrics
+    join the summary). ``train_limit``: probe with a seeded subset of this many training images
+    (null: all). ``batch_size``: images per forward pass when computing features."""
+
+    enabled: bool = False
+    linear: bool = True
+    knn: bool = True
+    knn_k: int = bounded(20, ge=1)
+    knn_temperature: float = bounded(0.07, gt=0)
+    linear_epochs: int = bounded(100, ge=1)
+    linear_lr: float = bounded(0.01, gt=0)
+    linear_weight_decay: float = bounded(1e-4, ge=0)
+    linear_batch_size: int = bounded(256, ge=1)
+    train_limit: int | None = bounded(None, ge=1)
+    batch_size: int = bounded(512, ge=1)

@@ -211,6 +211,7 @@ def test_a_group_override_replaces_the_saved_section(probed_run, tmp_path):
         (["{run}", "probe.linear=false", "probe.knn=false"], "nothing to measure"),
         (["{run}", "experiment=quickstart_offline"], "already composed"),
         (["--random", "nope"], "unknown experiment 'nope'"),
+        (["{run}", "probe.stage=5"], "probe.stage=5: model=cnn has"),
         ([], "name a run folder"),
     ],
 )
@@ -260,3 +261,13 @@ def test_a_probe_that_fails_after_training_keeps_the_run_folder(tmp_path, monkey
     (run_dir,) = tmp_path.iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "failed" and (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_stage_probe_reads_that_stage_pooled_to_a_grid(probed_run, capsys):
+    run_dir = Path(probed_run["run_dir"])
+    assert main(["probe", str(run_dir), FEW_LABELS, "probe.stage=0", "probe.pool=2"]) == 0
+    written = json.loads((run_dir / "probe.json").read_text())
+    config = load("quickstart_offline", [])
+    first_stage = config.model.channels[0]
+    assert written["metrics"]["probe/features"] == first_stage * 2 * 2
+    assert written["metrics"]["probe/knn_acc"] > 0.5

@@ -17,7 +17,9 @@ from paralab.platform.bounds import bounded
 class ProbeConfig:
     """``enabled``: probe the trained backbone at the end of the run (its ``probe/...`` metrics
     join the summary). ``train_limit``: probe with a seeded subset of this many training images
-    (null: all). ``batch_size``: images per forward pass when computing features."""
+    (null: all). ``batch_size``: images per forward pass when computing features. ``stage``:
+    probe that backbone stage's map, average-pooled to ``pool`` x ``pool`` (null: the pooled
+    output features every paradigm trains on)."""
 
     enabled: bool = False
     linear: bool = True
@@ -30,3 +32,5 @@ class ProbeConfig:
     linear_batch_size: int = bounded(256, ge=1)
     train_limit: int | None = bounded(None, ge=1)
     batch_size: int = bounded(512, ge=1)
+    stage: int | None = None  # a backbone stage (index, negative from the end); null: output
+    pool: int = bounded(2, ge=1, le=16)  # with stage: the map is average-pooled to pool x pool

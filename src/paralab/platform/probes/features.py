@@ -17,8 +17,20 @@ from torch import nn
 from paralab.platform.data.base import InMemoryImages, make_loader
 
 
-def feature_function(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``model.forward_features`` if it has one, else ``model.backbone``, else ``model``."""
+def feature_function(
+    model: nn.Module, stage: int | None = None, pool: int = 2
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``model.forward_features`` if it has one, else ``model.backbone``, else ``model``.
+
+    ``stage`` (an index into ``model.feature_info``, negative from the end) reads that stage's
+    map instead, average-pooled to ``pool`` x ``pool`` and flattened: the deepest features of a
+    pretext-trained network are specialised to the pretext (Gidaris et al. 2018 probe their
+    second block of four), so probes compare backbones at several depths.
+    """
+    if stage is not None:
+        return lambda x: nn.functional.adaptive_avg_pool2d(
+            model.forward_intermediates(x, [stage])[0], pool
+        ).flatten(1)
     forward = getattr(model, "forward_features", None)
     if callable(forward):
         return forward
@@ -31,13 +43,16 @@ def extract_features(
     images: InMemoryImages,
     batch_size: int = 512,
     device: str | torch.device = "cpu",
+    stage: int | None = None,
+    pool: int = 2,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features (N, D) float32 and labels (N,) of ``images``, on ``device`` (where ``model``
-    must be). The model is in eval mode meanwhile and left in the mode it was in."""
+    must be); ``stage`` and ``pool`` as in :func:`feature_function`. The model is in eval mode
+    meanwhile and left in the mode it was in."""
     if not len(images):
         raise ValueError("no images to compute features of")
     device = torch.device(device)
-    forward = feature_function(model)
+    forward = feature_function(model, stage, pool)
     was_training = model.training
     model.eval()
     features, labels = [], []

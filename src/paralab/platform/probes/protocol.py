@@ -38,8 +38,9 @@ def probe(
     started = time.perf_counter()
     train = plain_images(data.train, cfg.train_limit, seed)
     test = plain_images(data.test)
-    train_f, train_y = extract_features(model, train, cfg.batch_size, device)
-    test_f, test_y = extract_features(model, test, cfg.batch_size, device)
+    where = {"stage": cfg.stage, "pool": cfg.pool}
+    train_f, train_y = extract_features(model, train, cfg.batch_size, device, **where)
+    test_f, test_y = extract_features(model, test, cfg.batch_size, device, **where)
     metrics = {
         "probe/features": float(train_f.shape[1]),
         "probe/train_images": float(len(train_f)),

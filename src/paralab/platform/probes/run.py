@@ -62,6 +62,14 @@ def check_probe(config: ResolvedConfig, data: ClassificationData, *, after_run: 
             "backbone from the run's last checkpoint. Set tracking.checkpoints=true, or "
             "probe.enabled=false"
         )
+    if cfg.stage is not None:
+        stages = len(build_probe_model(config, data).feature_info)
+        if not -stages <= cfg.stage < stages:
+            raise ConfigError(
+                f"probe.stage={cfg.stage}: model={config.model.name} has {stages} stages. Set "
+                f"probe.stage to 0..{stages - 1} (or -1 for the deepest), or null for the "
+                "pooled output features"
+            )
 
 
 def probe_after_run(

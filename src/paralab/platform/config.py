@@ -88,7 +88,7 @@ def compose(experiment: str, overrides: Sequence[str] = ()) -> DictConfig:
     experiments = group_options("experiment")
     if experiment not in experiments:
         raise ConfigError(
-            f"unknown experiment {experiment!r}{_suggest(experiment, experiments)}. "
+            f"unknown experiment {experiment!r}{did_you_mean(experiment, experiments)}. "
             f"Choose one of: {', '.join(experiments)} (files in {_group_folders('experiment')})"
         )
     for override in overrides:
@@ -136,7 +136,7 @@ def _refuse_hydra_key(override: str) -> None:
         )
 
 
-def _explain_parse_error(overrides: list[str]) -> str | None:
+def explain_parse_error(overrides: list[str]) -> str | None:
     """Which override Hydra's grammar refuses, and how to write it so that it parses."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
@@ -168,7 +168,7 @@ def _explain_parse_error(overrides: list[str]) -> str | None:
 
 def _explain_hydra_error(message: str, overrides: list[str]) -> str:
     if "override_grammar" in message or "LexerNoViableAlt" in message:
-        explained = _explain_parse_error(overrides)
+        explained = explain_parse_error(overrides)
         if explained:
             return explained
     for override in overrides:
@@ -176,13 +176,13 @@ def _explain_hydra_error(message: str, overrides: list[str]) -> str:
         if f"Could not find '{key}/{value}'" in message:
             options = group_options(key)
             return (
-                f"unknown {key} {value!r}{_suggest(value, options)}. "
+                f"unknown {key} {value!r}{did_you_mean(value, options)}. "
                 f"Choose one of: {', '.join(options)}"
             )
     return message.strip().splitlines()[0]
 
 
-def _suggest(word: str, choices: Sequence[str]) -> str:
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -199,7 +199,7 @@ def validate_section(section: str, values: Any, schema: type) -> Any:
         scope = _join(section, parent)
         where = f"under {scope!r}" if scope else "at the top level"
         raise ConfigError(
-            f"unknown config key '{_join(section, full_key)}'{_suggest(key, valid)}. "
+            f"unknown config key '{_join(section, full_key)}'{did_you_mean(key, valid)}. "
             f"Valid keys {where}: {', '.join(valid)}"
         ) from None
     except MissingMandatoryValue as error:

@@ -20,9 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from paralab.errors import ConfigError
 from paralab.platform.config import (
     ResolvedConfig,
-    _explain_parse_error,
-    _suggest,
     config_dirs,
+    did_you_mean,
+    explain_parse_error,
     group_options,
     load_saved,
     validate,
@@ -57,7 +57,7 @@ def _parse(text: str) -> tuple[str, Any]:
         override = OverridesParser.create().parse_override(text)
     except HydraException:
         raise ConfigError(
-            _explain_parse_error([text]) or f"override {text!r} cannot be parsed"
+            explain_parse_error([text]) or f"override {text!r} cannot be parsed"
         ) from None
     key = override.key_or_group
     if override.is_delete() or override.is_sweep_override() or override.package is not None:
@@ -83,7 +83,7 @@ def group_section(group: str, name: str) -> dict[str, Any]:
     if name not in options:
         choices = ", ".join(options)
         raise ConfigError(
-            f"unknown {group} {name!r}{_suggest(name, options)}. Choose one of: {choices}"
+            f"unknown {group} {name!r}{did_you_mean(name, options)}. Choose one of: {choices}"
         )
     with initialize_layers(config_dirs()):
         composed: DictConfig = hydra_compose("config", [f"{group}={name}"])

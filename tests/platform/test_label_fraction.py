@@ -13,7 +13,7 @@ import torch
 from paralab.errors import ConfigError
 from paralab.platform.config import load, validate_section
 from paralab.platform.data import DATASETS
-from paralab.platform.data.base import label_subset
+from paralab.platform.data.labels import label_subset
 
 
 def digits(**options):

@@ -10,7 +10,6 @@ labels take exactly the path they always took: the mask branch costs them one at
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,9 +20,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from paralab.errors import ConfigError
 from paralab.platform.bounds import bounded, limits
 from paralab.platform.data.augment import IGNORE_INDEX, augment_batch, augment_with_masks
+from paralab.platform.data.labels import labelled
 
 AUGMENTATIONS = ("hflip", "crop")
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -215,7 +214,7 @@ def _build(
         )
     mean, std = channel_stats(images[train_idx])  # every training image, labelled or not
     if cfg.label_fraction is not None:
-        train_idx = train_idx[_labelled(name, targets[train_idx], cfg)]
+        train_idx = train_idx[labelled(name, targets[train_idx], cfg)]
     train_images = images[train_idx]
     return ClassificationData(
         name=name,
@@ -224,40 +223,6 @@ def _build(
         val=InMemoryImages(images[val_idx], targets[val_idx], mean, std),
         test=InMemoryImages(test[0], test[1], mean, std),
     )
-
-
-def label_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
-    """Positions into ``labels`` (sorted) of a class-balanced part: of each class's ``n_c``
-    examples, ``max(1, round(fraction * n_c))``, the first ones in a seeded order.
-
-    The order depends on ``seed`` and the labels only, so the same seed gives the same part,
-    and a smaller fraction's part lies inside a larger one's (1% of the labels within 10%).
-    """
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    ordered = labels[order]
-    kept = []
-    for c in torch.unique(labels).tolist():
-        members = order[ordered == c]
-        kept.append(members[: max(1, round(fraction * len(members)))])
-    return torch.cat(kept).sort().values
-
-
-def _labelled(name: str, targets: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
-    """:func:`label_subset` of the training split for ``data.label_fraction``, seeded by
-    ``data.split_seed``; refused for masks (a fraction of images is not a fraction of
-    labelled pixels)."""
-    if targets.ndim != 1:
-        raise ConfigError(
-            f"data.label_fraction={cfg.label_fraction}: {name} holds segmentation masks; the "
-            "fraction of labels applies to class labels. Set data.label_fraction=null, or "
-            "data.train_limit=<images> for fewer training images"
-        )
-    kept = label_subset(targets, float(cfg.label_fraction), cfg.split_seed)
-    log.info(
-        "data.label_fraction=%s: %d of %d training images keep their labels (%d classes)",
-        cfg.label_fraction, len(kept), len(targets), len(torch.unique(targets)),
-    )  # fmt: skip
-    return kept
 
 
 def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -90,6 +90,10 @@ IMGS = ["data=image_folder", "data.path={tmp}/imgs"]
 SEG = [*RUN, "task=segmentation", "data=canvas_digits", "data.train_images=40",
        "data.test_images=10"]  # fmt: skip
 
+DET = [*RUN, "task=detection", "data=canvas_digits_boxes", "model=fcos", "data.train_images=40",
+       "data.test_images=10", "data.items_min=3", "data.items_max=3",
+       "model.backbone={name:cnn,channels:[8,16,32,64]}"]  # fmt: skip
+
 CASES = [
     # the task seam: data, model, continual method and scenario, federated attack must fit
     ([*RUN, "task=segmentation"], "task=segmentation needs a segmentation dataset", None),
@@ -103,6 +107,17 @@ CASES = [
     ([*SEG, "model=unet", "paradigm=continual", "paradigm.scenario=task"],
      "paradigm.scenario=task does not apply to task=segmentation", None),
     ([*RUN, "model=unet"], "model=unet is a segmentation model; task=classification", None),
+    # detection: methods that need class logits or raw images, scenarios, queries, crops
+    ([*DET, "paradigm=continual", "paradigm.strategy=icarl"],
+     "paradigm.strategy=icarl does not support task=detection", None),
+    ([*DET, "paradigm=continual", "paradigm.strategy=ewc"],
+     "paradigm.strategy=ewc does not support task=detection", None),
+    ([*DET, "paradigm=continual", "paradigm.scenario=domain"],
+     "paradigm.scenario=domain does not apply to task=detection", None),
+    ([*DET, "model=detr", "model.num_queries=2"], "Set model.num_queries=3 or more", None),
+    ([*DET, "data.augment=[crop]"], "holds boxes, which a crop would cut", None),
+    ([*DET, "model.feature_levels=4"], "model.feature_levels=4: model.backbone has 3", None),
+    ([*DET, "model=unet"], "model=unet is a segmentation model; task=detection needs", None),
     # unknown names and keys, wrong types, malformed overrides (the errors paralab had already)
     (["run", "nope"], "unknown experiment 'nope'", None),
     ([*RUN, "model=cnnn"], "unknown model 'cnnn' (did you mean 'cnn'?)", None),

@@ -32,6 +32,15 @@ DATA = {
         "data.batch_size=16",
     ],
 }
+DATA["detection"] = [
+    "task=detection",
+    "data=canvas_digits_boxes",
+    "data.train_images=96",
+    "data.test_images=32",
+    "data.canvas_size=32",
+    "data.item_size=12",
+    "data.batch_size=16",
+]
 # pretext tasks make several views per image: a quarter of the digits keeps them as quick
 DATA |= {
     name: ["data=digits", "data.train_limit=300", f"task={name}"]
@@ -53,6 +62,9 @@ SMALL = {
     "vit": ["model.dim=16", "model.depth=1", "model.heads=2", "model.patch_size=4"],
     "unet": ["model.backbone={name:cnn,channels:[8,16]}", "model.decoder_channels=[16,8]"],
     "fcn": ["model.backbone={name:cnn,channels:[8,16]}"],
+    "faster_rcnn": ["model.backbone={name:cnn,channels:[8,16,32]}", "model.feature_levels=2"],
+    "fcos": ["model.backbone={name:cnn,channels:[8,16,32]}", "model.feature_levels=2"],
+    "detr": ["model.backbone={name:cnn,channels:[8,16,32]}", "model.feature_levels=1"],
     "segmenter": [
         "model.backbone={name:vit,dim:16,depth:1,heads:2,patch_size:4}",
         "model.decoder_depth=1",
@@ -126,7 +138,11 @@ def test_federated_client_and_server_drive_the_task(out_dir, task, model):
     arrays = ArrayRecord(state.model.state_dict())
     trained = train_client(state, 0, 1, arrays, {})["metrics"]
     train_score = f"train_{state.task.train_score}"
-    assert math.isfinite(trained["train_loss"]) and in_range(trained[train_score])
+    assert math.isfinite(trained["train_loss"])
+    if task == "detection":  # a detector makes no detections while it trains: nothing to score
+        assert train_score not in trained
+    else:
+        assert in_range(trained[train_score])
     new = ArrayRecord(train_client(state, 1, 1, arrays, {})["state"])
     judged = evaluate_client(state, 1, new)
     assert judged["num-examples"] == len(state.parts[1])

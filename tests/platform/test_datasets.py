@@ -12,6 +12,7 @@ import torch
 from paralab.errors import DatasetNotFoundError
 from paralab.platform.config import validate_section
 from paralab.platform.data import DATASETS
+from tests.platform.test_coco_data import write_coco
 from tests.platform.test_segmentation_data import write_fashion_idx, write_mask_folder
 
 
@@ -75,6 +76,9 @@ SAMPLES = {
     "canvas_digits": lambda root: {"train_images": 40, "test_images": 20},
     "canvas_fashion": write_fashion_idx,
     "mask_folder": write_mask_folder,
+    "canvas_digits_boxes": lambda root: {"train_images": 40, "test_images": 20},
+    "canvas_fashion_boxes": write_fashion_idx,
+    "coco": write_coco,
 }  # fmt: skip
 
 
@@ -99,7 +103,9 @@ def test_shapes_labels_and_splits(name, tmp_path):
         x, _ = split[0]
         assert x.dtype == torch.float32
         assert x.shape == (data.in_channels, *data.image_size)
-        assert int(split.targets.min()) >= 0 and int(split.targets.max()) < data.num_classes
+        labels = split.targets[..., 0] if data.task == "detection" else split.targets
+        labels = labels[labels >= 0] if data.task == "detection" else labels  # -1: padding
+        assert int(labels.min()) >= 0 and int(labels.max()) < data.num_classes
     x, _y = data.train.__getitems__([0, 1, 2])
     assert torch.allclose(x, torch.stack([data.train[i][0] for i in range(3)]))
     assert torch.isclose(

@@ -44,7 +44,7 @@ def test_run_folder_holds_config_metrics_summary_and_checkpoints(out_dir):
 
 def learned(summary: dict) -> dict:
     """The metrics a run learned: everything but timings (``time/...``)."""
-    return {k: v for k, v in summary["metrics"].items() if not k.startswith("time/")}
+    return {k: v for k, v in summary["metrics"].items() if not k.startswith(("time/", "memory/"))}
 
 
 def test_same_seed_same_metrics_other_seed_other_metrics(out_dir):

@@ -29,7 +29,7 @@ def no_ray_left() -> bool:
 
 
 def stable(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if not k.startswith("time/")}
+    return {k: v for k, v in metrics.items() if not k.startswith(("time/", "memory/"))}
 
 
 def rows(run_dir: str | Path) -> list[dict]:

@@ -39,7 +39,11 @@ def run(out: Path, *overrides: str, **kwargs) -> dict:
 
 def learned(summary: dict) -> dict:
     """Everything but timings."""
-    return {k: v for k, v in summary["metrics"].items() if "time" not in k and "startup" not in k}
+    return {
+        k: v
+        for k, v in summary["metrics"].items()
+        if "time" not in k and "startup" not in k and "memory/" not in k
+    }
 
 
 def rows(folder: Path) -> list[dict]:

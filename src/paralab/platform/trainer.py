@@ -82,6 +82,18 @@ class Throughput(Callback):
         return self.images / self.seconds if self.seconds else 0.0
 
 
+def peak_memory(device: torch.device | str | None = None) -> dict[str, float]:
+    """This process's peak resident memory in MB since it started (data loading included) and,
+    on a CUDA device, the peak memory torch allocated there."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS
+    out = {"memory/peak_rss_mb": peak / (2**20 if sys.platform == "darwin" else 2**10)}
+    if device is not None and torch.device(device).type == "cuda":
+        out["memory/peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
 class EpochLine(Callback):
     """One line per epoch on stderr, for logs and pipes where a progress bar would be noise.
 

@@ -57,7 +57,12 @@ class Supervised(Paradigm):
 
     def run(self, ctx: RunContext) -> dict[str, float]:
         from paralab.platform.data import make_loader
-        from paralab.platform.trainer import CountTestImages, Throughput, build_trainer
+        from paralab.platform.trainer import (
+            CountTestImages,
+            Throughput,
+            build_trainer,
+            peak_memory,
+        )
 
         data, dcfg = ctx.data, ctx.config.data
         module = ctx.build_module()
@@ -84,5 +89,6 @@ class Supervised(Paradigm):
         metrics.update(epochs=trainer.current_epoch, steps=trainer.global_step,
                        world_size=trainer.world_size)  # fmt: skip
         metrics["time/train_images_per_s"] = throughput.images_per_second
+        metrics |= peak_memory(module.device)
         ctx.draw_predictions(module.model, module.device)
         return metrics

@@ -8,7 +8,17 @@ from paralab.platform.registry import import_modules
 import_modules(
     DATASETS,
     __name__,
-    ["digits", "mnist", "cifar", "image_folder", "canvas", "mask_folder", "photos"],
+    [
+        "digits",
+        "mnist",
+        "cifar",
+        "image_folder",
+        "canvas",
+        "mask_folder",
+        "photos",
+        "canvas_boxes",
+        "coco",
+    ],
 )
 
 __all__ = [

@@ -156,7 +156,7 @@ def build_classification_data(
     cfg: DataConfig,
 ) -> ClassificationData:
     """Split a validation set off the training images (seeded) and wrap all splits."""
-    return _build(name, classes, train, test, cfg)
+    return build_splits(name, classes, train, test, cfg)
 
 
 def build_segmentation_data(
@@ -187,17 +187,18 @@ def build_segmentation_data(
         if counts.any():
             bad = counts.nonzero().flatten().tolist()
             raise ValueError(f"{name} {split}: mask values {bad} are not class ids or ignored")
-    data = _build(name, classes, train, test, cfg)
+    data = build_splits(name, classes, train, test, cfg)
     data.task, data.ignore_index = "segmentation", ignore_index
     return data
 
 
-def _build(
+def build_splits(
     name: str,
     classes: list[str],
     train: tuple[torch.Tensor, torch.Tensor],
     test: tuple[torch.Tensor, torch.Tensor],
     cfg: DataConfig,
+    split_type: type[InMemoryImages] = InMemoryImages,
 ) -> ClassificationData:
     images, targets = train
     order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(cfg.split_seed))
@@ -219,9 +220,9 @@ def _build(
     return ClassificationData(
         name=name,
         classes=list(classes),
-        train=InMemoryImages(train_images, targets[train_idx], mean, std, cfg.augment),
-        val=InMemoryImages(images[val_idx], targets[val_idx], mean, std),
-        test=InMemoryImages(test[0], test[1], mean, std),
+        train=split_type(train_images, targets[train_idx], mean, std, cfg.augment),
+        val=split_type(images[val_idx], targets[val_idx], mean, std),
+        test=split_type(test[0], test[1], mean, std),
     )
 
 

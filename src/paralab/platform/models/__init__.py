@@ -5,7 +5,21 @@ from paralab.platform.models.registry import MODELS, register_model
 from paralab.platform.registry import import_modules
 
 import_modules(
-    MODELS, __name__, ["cnn", "fedavg_cnn", "mlp", "resnet", "vit", "unet", "fcn", "segmenter"]
+    MODELS,
+    __name__,
+    [
+        "cnn",
+        "fedavg_cnn",
+        "mlp",
+        "resnet",
+        "vit",
+        "unet",
+        "fcn",
+        "segmenter",
+        "detection.detr",
+        "detection.rcnn",
+        "detection.single_stage",
+    ],
 )
 
 __all__ = ["MODELS", "Backbone", "Classifier", "InputSpec", "ModelConfig", "register_model"]

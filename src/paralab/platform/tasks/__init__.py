@@ -10,6 +10,7 @@ import_modules(
     [
         "classification",
         "segmentation",
+        "detection",
         "pretext.rotation",
         "pretext.jigsaw",
         "pretext.colorization",

@@ -65,3 +65,32 @@ def draw_segmentation(x, y, predicted, classes: list[str], path: Path) -> None:
     for row, label in enumerate(("image", "true", "predicted")):
         axes[row, 0].set_title(label, fontsize=8, loc="left")
     save_figure(plt, fig, path)
+
+
+def draw_detection(x, truths, detections, classes: list[str], path: Path, min_score: float = 0.5):
+    """Rows: true boxes (green), predicted boxes scoring ``min_score`` or more (red, with the
+    class and score)."""
+    from matplotlib.patches import Rectangle
+
+    n = min(MAX_IMAGES, len(x))
+    plt, fig, axes = figure(2, n, scale=2.0)
+    for i in range(n):
+        keep = detections[i]["scores"] >= min_score
+        rows = (
+            (truths[i]["boxes"], truths[i]["labels"], None, "lime"),
+            (detections[i]["boxes"][keep], detections[i]["labels"][keep],
+             detections[i]["scores"][keep], "red"),
+        )  # fmt: skip
+        for row, (boxes, labels, scores, colour) in enumerate(rows):
+            ax = axes[row, i]
+            _show(ax, x[i])
+            for j, (x1, y1, x2, y2) in enumerate(boxes.detach().cpu().tolist()):
+                ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False,
+                                       edgecolor=colour, linewidth=1))  # fmt: skip
+                text = classes[int(labels[j])]
+                if scores is not None:
+                    text += f" {float(scores[j]):.2f}"
+                ax.text(x1, y1, text, fontsize=5, color=colour, va="bottom")
+    for row, label in enumerate(("true", f"predicted (score >= {min_score})")):
+        axes[row, 0].set_title(label, fontsize=8, loc="left")
+    save_figure(plt, fig, path)

@@ -17,6 +17,11 @@ is background (the "background shift": old and future classes look like backgrou
 images are those showing a class of the slice, with every class labelled, and its score is the
 mean IoU over the slice's classes. Class ids are kept (background 0 is in every experience).
 Domain shifts move masks with their images (pixels permuted alike, rotated with nearest).
+
+For boxes (detection), class-incremental follows Shmelkov et al. (2017): experience i trains on
+the images that show an object of its slice, with only that slice's boxes labelled; objects of
+other classes stay in the pixels, unlabelled. Its test images are those showing a class of the
+slice with every box labelled, and its score is the mean AP over the slice's classes.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import torch
 
 from paralab.platform.data.augment import IGNORE_INDEX
 from paralab.platform.data.base import InMemoryImages
+from paralab.platform.data.boxes import BoxImages, keep_classes, showing
 
 SCENARIOS = ("class", "task", "domain")
 DOMAIN_SHIFTS = ("permuted", "rotated")
@@ -105,6 +111,35 @@ def dense_class_stream(
         Experience(
             _select_masks(train, classes, only_these=background_shift),
             _select_masks(test, classes, only_these=False),
+            0,
+            list(classes),
+            score_classes=list(classes),
+        )
+        for classes in split_classes(order, n_experiences)
+    ]
+
+
+def _select_boxes(split: BoxImages, classes: list[int], only_these: bool) -> BoxImages:
+    """The images showing an object of ``classes``; with ``only_these``, other boxes dropped."""
+    part = split.subset(showing(split.targets, classes).nonzero().flatten())
+    if only_these:
+        part.targets = keep_classes(part.targets, classes)
+    return part
+
+
+def box_class_stream(
+    train: BoxImages,
+    test: BoxImages,
+    n_experiences: int,
+    order: list[int],
+    unlabelled_old: bool = True,
+) -> list[Experience]:
+    """Class-incremental experiences over boxes (module docstring); ``unlabelled_old=False``
+    keeps every box labelled in the training images (joint training's full labels)."""
+    return [
+        Experience(
+            _select_boxes(train, classes, only_these=unlabelled_old),
+            _select_boxes(test, classes, only_these=False),
             0,
             list(classes),
             score_classes=list(classes),
@@ -204,10 +239,12 @@ def build_stream(
 ) -> list[Experience]:
     """The experiences of ``scenario`` over the class ids ``classes`` (an int n: 0..n-1); see
     the module docstring for the label conventions. Targets of shape (N, H, W) are masks;
-    ``background_shift`` applies to them (see :func:`dense_class_stream`)."""
+    ``background_shift`` applies to them, and to boxes (:func:`box_class_stream`)."""
     if scenario == "domain":
         return domain_stream(train, test, n_experiences, shift, order_seed or 0)
     order = class_order(classes, order_seed)
+    if isinstance(train, BoxImages):
+        return box_class_stream(train, test, n_experiences, order, background_shift)
     if train.targets.ndim == 3:
         return dense_class_stream(train, test, n_experiences, order, background_shift)
     return class_split_stream(train, test, n_experiences, order, task_labels=scenario == "task")

@@ -202,15 +202,14 @@ def train_client(state: WorkerState, cid: int, rnd: int, arrays, round_cfg: dict
     if crash < faults.crash_fraction:
         raise SimulatedFault(f"client {cid} crashed in round {rnd} after training (simulated)")
     scores = task.summarize(metrics.compute()) if seen else {}
-    return {
-        "state": model.state_dict(),
-        "metrics": {
-            "num-examples": len(index),
-            "train_loss": float(total_loss) / max(1, seen),
-            f"train_{task.train_score}": _finite(scores.get(task.train_score, 0.0)),
-            "compute_s": time.perf_counter() - started,
-        },
+    reported = {
+        "num-examples": len(index),
+        "train_loss": float(total_loss) / max(1, seen),
+        "compute_s": time.perf_counter() - started,
     }
+    if task.train_score in scores:  # a detector scores nothing while it trains (no detections)
+        reported[f"train_{task.train_score}"] = _finite(scores[task.train_score])
+    return {"state": model.state_dict(), "metrics": reported}
 
 
 def _poison(model, global_params, byz, seed: int) -> None:

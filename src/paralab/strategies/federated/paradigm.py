@@ -11,6 +11,7 @@ Callbacks given to ``paralab.run(..., callbacks=[...])`` that define
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -20,6 +21,7 @@ from paralab.platform.runner import RunContext
 from paralab.strategies.federated.config import FederatedConfig, check_config
 
 CHECKPOINT = "last.pt"
+logger = logging.getLogger(__name__)
 
 
 @register_paradigm("federated", config=FederatedConfig)
@@ -84,7 +86,27 @@ class Federated(Paradigm):
         client_app = make_client_app(ctx.config.plain, run_key)
         _simulate(loop, client_app, cfg, abort)
         ctx.draw_predictions(model)
-        return final_metrics(loop.state, cfg.target, f"test/{task.headline}")
+        return final_metrics(loop.state, cfg.target, f"test/{task.headline}") | aggregated(model)
+
+
+def aggregated(model) -> dict[str, float]:
+    """What every strategy aggregates: each tensor of the model's state dict, its parameters and
+    its buffers (batch-norm running means, variances and counters) alike, by the strategy's
+    rule with the same client weights; counted for the summary, so a report says it."""
+    names = {name for name, _ in model.named_parameters()}
+    state = model.state_dict()
+    buffers = sum(1 for key in state if key not in names)
+    logger.info(
+        "the strategy aggregates all %d tensors of the model: %d parameters and %d buffers "
+        "(batch-norm statistics included)",
+        len(state),
+        len(state) - buffers,
+        buffers,
+    )
+    return {
+        "federated/aggregated_parameters": float(len(state) - buffers),
+        "federated/aggregated_buffers": float(buffers),
+    }
 
 
 def _scheme(cfg: FederatedConfig) -> str:

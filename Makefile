@@ -28,6 +28,8 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-# Fashion-MNIST for the benchmark suites (Debian/Ubuntu; elsewhere use data.download=true).
-data:
+# Fashion-MNIST for the benchmark suites (Debian/Ubuntu; elsewhere use data.download=true), and
+# the files of the stardist wheel (its annotated nuclei image: data=nuclei; never imported).
+data: setup
 	apt-get install -y dataset-fashion-mnist || sudo apt-get install -y dataset-fashion-mnist
+	$(PY) -m pip install -q --no-deps stardist

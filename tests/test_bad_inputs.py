@@ -121,7 +121,7 @@ CASES = [
     # unknown names and keys, wrong types, malformed overrides (the errors paralab had already)
     (["run", "nope"], "unknown experiment 'nope'", None),
     ([*RUN, "model=cnnn"], "unknown model 'cnnn' (did you mean 'cnn'?)", None),
-    ([*RUN, "model.name=foo"], "unknown model 'foo'. Choose one of: cnn", None),
+    ([*RUN, "model.name=foo"], "unknown model 'foo'. Choose one of: clip, cnn", None),
     ([*RUN, "trainer.max_epoch=3"], "'trainer.max_epoch' (did you mean 'max_epochs'?)", None),
     ([*RUN, "model.widht=3"], "Valid keys under 'model': name, init_from, channels", None),
     ([*VIT, "model.channels=[3]"], "'model.channels'", None),

@@ -12,7 +12,9 @@ import torch
 from paralab.errors import DatasetNotFoundError
 from paralab.platform.config import validate_section
 from paralab.platform.data import DATASETS
+from tests.platform.test_caption_data import write_caption_folder
 from tests.platform.test_coco_data import write_coco
+from tests.platform.test_nuclei_data import write_nuclei
 from tests.platform.test_segmentation_data import write_fashion_idx, write_mask_folder
 
 
@@ -79,6 +81,10 @@ SAMPLES = {
     "canvas_digits_boxes": lambda root: {"train_images": 40, "test_images": 20},
     "canvas_fashion_boxes": write_fashion_idx,
     "coco": write_coco,
+    "nuclei": write_nuclei,
+    "canvas_digits_captions": lambda root: {"train_images": 40, "test_images": 20},
+    "canvas_fashion_captions": write_fashion_idx,
+    "caption_folder": write_caption_folder,
 }  # fmt: skip
 
 
@@ -103,9 +109,13 @@ def test_shapes_labels_and_splits(name, tmp_path):
         x, _ = split[0]
         assert x.dtype == torch.float32
         assert x.shape == (data.in_channels, *data.image_size)
-        labels = split.targets[..., 0] if data.task == "detection" else split.targets
+        per_row = data.task in ("detection", "image_text")  # class in column 0
+        labels = split.targets[..., 0] if per_row else split.targets
         labels = labels[labels >= 0] if data.task == "detection" else labels  # -1: padding
         assert int(labels.min()) >= 0 and int(labels.max()) < data.num_classes
+        if data.task == "image_text":  # caption indices into data.captions; -1: padding
+            captions = split.targets[:, 1:]
+            assert int(captions.min()) >= -1 and int(captions.max()) < len(data.captions)
     x, _y = data.train.__getitems__([0, 1, 2])
     assert torch.allclose(x, torch.stack([data.train[i][0] for i in range(3)]))
     assert torch.isclose(

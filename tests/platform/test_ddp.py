@@ -51,9 +51,18 @@ def single_process_test_accuracy(run_dir: Path) -> tuple[int, float]:
     return len(data.test), correct / len(data.test)
 
 
-def test_two_process_ddp_segmentation_scores_every_test_pixel_once(tmp_path):
-    """The confusion matrix behind test/miou is summed across the two processes: the DDP
-    figure equals the saved model's mIoU on the whole test split in one process."""
+DENSE = {
+    "segmentation": (["quickstart_segmentation", "data.train_images=256", "data.test_images=61"],
+                     ["miou", "pixel_acc"]),
+    "detection": (["quickstart_detection", "data.train_images=128", "data.test_images=61"],
+                  ["map", "map_50", "mar_100"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("task", sorted(DENSE))
+def test_two_process_ddp_scores_every_test_image_once(tmp_path, task):
+    """Segmentation's confusion matrix and detection's gathered boxes are combined across the
+    two processes: the DDP figures equal the saved model's on the whole test split in one."""
     import torch
 
     from paralab.platform.config import load_saved
@@ -61,10 +70,10 @@ def test_two_process_ddp_segmentation_scores_every_test_pixel_once(tmp_path):
     from paralab.platform.runner import build_model, build_task, load_data
     from paralab.platform.tasks.evaluate import evaluate
 
+    experiment, keys = DENSE[task]
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "paralab", "run", "quickstart_segmentation", "trainer=ddp_cpu",
-           "trainer.max_epochs=1", "data.train_images=256", "data.test_images=61",
-           f"output_dir={tmp_path}"]  # fmt: skip
+    cmd = [sys.executable, "-m", "paralab", "run", experiment[0], "trainer=ddp_cpu",
+           "trainer.max_epochs=1", *experiment[1:], f"output_dir={tmp_path}"]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = tmp_path.iterdir()
@@ -72,10 +81,10 @@ def test_two_process_ddp_segmentation_scores_every_test_pixel_once(tmp_path):
     assert metrics["world_size"] == 2 and metrics["test/images"] == 61
     config = load_saved(run_dir / "config.yaml")
     data = load_data(config)
-    task = build_task(config, data)
+    task_ = build_task(config, data)
     model = build_model(config, InputSpec(data.in_channels, data.image_size, data.num_classes))
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if "model." in k})
-    values = evaluate(task, model, [data.test.__getitems__(range(len(data.test)))])
-    assert metrics["test/miou"] == pytest.approx(values["miou"], abs=1e-5)
-    assert metrics["test/pixel_acc"] == pytest.approx(values["pixel_acc"], abs=1e-5)
+    values = evaluate(task_, model, [data.test.__getitems__(range(len(data.test)))])
+    for key in keys:
+        assert metrics[f"test/{key}"] == pytest.approx(values[key], abs=1e-5), key

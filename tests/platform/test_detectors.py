@@ -9,6 +9,7 @@ from torchvision.ops import box_iou
 
 from paralab.platform.config import config_dir, validate_section
 from paralab.platform.models import MODELS, Backbone, InputSpec
+from paralab.platform.models.dense import dense_backbones
 from paralab.platform.models.detection import torchvision_compat
 from paralab.platform.models.transfer import load_backbone
 
@@ -193,3 +194,31 @@ def test_each_tensor_is_in_the_state_dict_once_and_the_backbone_transfers(name, 
     assert load_backbone(model, tmp_path / "cnn.pt") == len(classifier.backbone.state_dict())
     theirs = classifier.backbone.state_dict()
     assert all(torch.equal(v, theirs[k]) for k, v in model.backbone.state_dict().items())
+
+
+SMALL_BACKBONES = {
+    "cnn": {"channels": [8, 16, 32, 32]},
+    "resnet18": {},
+    "vit": {"dim": 16, "depth": 2, "heads": 2, "patch_size": 4},
+    "fedavg_cnn": {"hidden": 32},
+}
+
+
+@pytest.mark.parametrize("backbone", dense_backbones(3))
+@pytest.mark.parametrize(
+    "name", [e.name for e in MODELS.entries() if e.meta["task"] == "detection"]
+)
+def test_every_detector_trains_on_every_backbone_with_feature_maps(name, backbone):
+    """A ViT or fedavg_cnn has one stride-2+ scale: a one-level pyramid."""
+    spec = InputSpec(3, (32, 32), 3)
+    levels = 2 if backbone in ("cnn", "resnet18") else 1
+    values = {"name": backbone, **SMALL_BACKBONES[backbone]}
+    model = build(name, spec, backbone=values, feature_levels=levels)
+    targets = [target([[4, 4, 20, 24]], [1]), target([], [])]
+    torch.manual_seed(0)
+    losses = model(torch.randn(2, 3, 32, 32), targets).losses
+    check_losses(losses)
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad():
+        check_detections(model(torch.randn(2, 3, 32, 32)).detections, 2, spec)

@@ -62,9 +62,11 @@ class Supervised(Paradigm):
             Throughput,
             build_trainer,
             peak_memory,
+            reset_peak_memory,
         )
 
         data, dcfg = ctx.data, ctx.config.data
+        reset_peak_memory()  # the run's own peak, not an earlier run's in the same process
         module = ctx.build_module()
         task = ctx.task
         throughput, tested = Throughput(), CountTestImages()

@@ -18,6 +18,9 @@ import_modules(
         "photos",
         "canvas_boxes",
         "coco",
+        "nuclei",
+        "canvas_captions",
+        "caption_folder",
     ],
 )
 

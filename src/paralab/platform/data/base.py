@@ -122,6 +122,7 @@ class ClassificationData:
 
     For ``task="segmentation"`` targets are masks, ``classes[0]`` is ``"background"`` and
     ``ignore_index`` is :data:`IGNORE_INDEX` when masks can hold void pixels (else None).
+    For ``task="image_text"`` ``captions`` holds every distinct caption (targets index it).
     """
 
     name: str
@@ -131,6 +132,7 @@ class ClassificationData:
     test: InMemoryImages
     task: str = "classification"
     ignore_index: int | None = None
+    captions: list[str] | None = None
 
     @property
     def num_classes(self) -> int:

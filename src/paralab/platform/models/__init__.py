@@ -19,6 +19,7 @@ import_modules(
         "detection.detr",
         "detection.rcnn",
         "detection.single_stage",
+        "clip",
     ],
 )
 

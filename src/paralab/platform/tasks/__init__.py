@@ -11,6 +11,7 @@ import_modules(
         "classification",
         "segmentation",
         "detection",
+        "image_text",
         "pretext.rotation",
         "pretext.jigsaw",
         "pretext.colorization",

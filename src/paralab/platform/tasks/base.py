@@ -76,6 +76,9 @@ class Task(ABC):
     #: ``unpack`` builds the inputs from the images (pretext tasks), so a paradigm must call it
     #: rather than feed the batch's images to the model (Avalanche's own forward would).
     makes_inputs: ClassVar[bool] = False
+    #: Training passes produce what the metrics score (False: a detector makes no detections
+    #: and CLIP's random phrasings are not scored while training, so ``train/`` is the loss).
+    scores_training: ClassVar[bool] = True
 
     def __init__(self, cfg: TaskConfig, classes: list[str], label_smoothing: float = 0.0) -> None:
         self.cfg = cfg

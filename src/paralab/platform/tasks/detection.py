@@ -55,6 +55,7 @@ class Detection(Task):
     attacks = ("sign_flip", "gaussian", "label_flip")
     scenarios = ("class",)  # a domain shift would have to move every box with its pixels
     makes_inputs = True  # the targets go into the detector with the images
+    scores_training = False
     image_size: tuple[int, int] | None = None  # set by bind: where the baseline's box goes
 
     def bind(self, data: ClassificationData) -> None:
@@ -139,6 +140,16 @@ class Detection(Task):
 
 
 _BASELINE = ("baseline_map", "baseline_map_50")
+#: MeanAveragePrecision's per-image list states (box detection: its mask lists stay empty)
+_STATES = (
+    "detection_box",
+    "detection_scores",
+    "detection_labels",
+    "groundtruth_box",
+    "groundtruth_labels",
+    "groundtruth_crowds",
+    "groundtruth_area",
+)
 
 
 def centre_baseline(targets: list[dict[str, torch.Tensor]], size: tuple[int, int]) -> list[dict]:
@@ -183,6 +194,20 @@ def _detection_metric(image_size: tuple[int, int]):
             super().update([{k: v.detach() for k, v in d.items()} for d in detections],
                            box_dicts(targets))  # fmt: skip
 
+        def _sync_dist(self, dist_sync_fn: Any = None, process_group: Any = None) -> None:
+            """Gather every process's per-image lists whole. torchmetrics' own sync makes one
+            collective per list entry, so processes holding different numbers of images (each
+            test image is tested once, on one process) would call mismatched collectives and
+            crash; ``all_gather_object`` sends each process's lists in one call."""
+            import torch.distributed as dist
+
+            group = process_group or self.process_group
+            for name in _STATES:
+                local = [t.cpu() for t in getattr(self, name)]
+                parts: list[Any] = [None] * dist.get_world_size(group)
+                dist.all_gather_object(parts, local, group=group)
+                setattr(self, name, [t.to(self.device) for part in parts for t in part])
+
         def compute(self) -> dict[str, torch.Tensor]:
             if not self.groundtruth_labels and not self.detection_labels:
                 return {}
@@ -195,7 +220,10 @@ def _detection_metric(image_size: tuple[int, int]):
                 {"boxes": b, "labels": lab}
                 for b, lab in zip(self.groundtruth_box, self.groundtruth_labels, strict=True)
             ]
-            floor = MeanAveragePrecision(box_format="xyxy", backend="pycocotools")
+            # already gathered: the floor scores these lists here, without a second sync
+            floor = MeanAveragePrecision(
+                box_format="xyxy", backend="pycocotools", sync_on_compute=False
+            )
             floor.update(centre_baseline(truths, image_size), truths)
             result = floor.compute()
             return {"baseline_map": result["map"], "baseline_map_50": result["map_50"]}

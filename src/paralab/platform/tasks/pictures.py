@@ -94,3 +94,18 @@ def draw_detection(x, truths, detections, classes: list[str], path: Path, min_sc
     for row, label in enumerate(("true", f"predicted (score >= {min_score})")):
         axes[row, 0].set_title(label, fontsize=8, loc="left")
     save_figure(plt, fig, path)
+
+
+def draw_image_text(x, truths: list[str], nearest: list[str], path: Path) -> None:
+    """Images with their own caption and the nearest caption of the batch (red when not it)."""
+    import textwrap
+
+    n = min(MAX_IMAGES, len(x))
+    plt, fig, axes = figure(1, n, scale=2.2)
+    for i in range(n):
+        ax = axes[0, i]
+        _show(ax, x[i])
+        wrap = lambda text: "\n".join(textwrap.wrap(text, 24))  # noqa: E731
+        ax.set_title(f"{wrap(truths[i])}\n-> {wrap(nearest[i])}", fontsize=6,
+                     color="black" if truths[i] == nearest[i] else "red")  # fmt: skip
+    save_figure(plt, fig, path)

@@ -148,6 +148,23 @@ def box_class_stream(
     ]
 
 
+def concept_stream(
+    train: InMemoryImages, test: InMemoryImages, n_experiences: int, order: list[int]
+) -> list[Experience]:
+    """Class-incremental experiences over captioned images (targets (N, 1 + P), the class id
+    first): experience i holds the images of its slice of classes, class ids kept, and its
+    score is the task's headline on them (zero-shot accuracy over every class so far and to
+    come: what an image-text model forgets of earlier concepts shows there)."""
+
+    def select(split: InMemoryImages, classes: list[int]) -> InMemoryImages:
+        return split.subset(torch.isin(split.targets[:, 0], torch.tensor(classes)).nonzero()[:, 0])
+
+    return [
+        Experience(select(train, classes), select(test, classes), 0, list(classes))
+        for classes in split_classes(order, n_experiences)
+    ]
+
+
 def class_split_stream(
     train: InMemoryImages,
     test: InMemoryImages,
@@ -245,6 +262,8 @@ def build_stream(
     order = class_order(classes, order_seed)
     if isinstance(train, BoxImages):
         return box_class_stream(train, test, n_experiences, order, background_shift)
+    if train.targets.ndim == 2:  # captions: the class id, then caption indices
+        return concept_stream(train, test, n_experiences, order)
     if train.targets.ndim == 3:
         return dense_class_stream(train, test, n_experiences, order, background_shift)
     return class_split_stream(train, test, n_experiences, order, task_labels=scenario == "task")

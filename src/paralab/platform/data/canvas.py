@@ -194,27 +194,37 @@ def build_canvas_data(
     )
 
 
-def _sources(data: ClassificationData) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
-    return (data.train.images, data.train.targets), (data.test.images, data.test.targets)
+Source = tuple[torch.Tensor, torch.Tensor]
+
+
+def canvas_sources(items: str, cfg: CanvasConfig) -> tuple[list[str], Source, Source]:
+    """The class names and the (images, labels) training and test items the canvases of
+    every task paste: ``items`` is "fashion" (Fashion-MNIST) or "digits" (scikit-learn's)."""
+    if items == "fashion":
+        from paralab.platform.data.mnist import FASHION_CLASSES, fashion_mnist
+
+        config = DataConfig(
+            name="fashion_mnist", root=cfg.root, download=cfg.download, val_fraction=0
+        )
+        source, classes = fashion_mnist(config), FASHION_CLASSES
+    else:
+        from paralab.platform.data.digits import DigitsConfig, digits
+
+        source = digits(DigitsConfig(name="digits", val_fraction=0))
+        classes = source.classes
+    train = (source.train.images, source.train.targets)
+    return list(classes), train, (source.test.images, source.test.targets)
 
 
 @register_dataset("canvas_fashion", config=CanvasConfig, task="segmentation")
 def canvas_fashion(cfg: CanvasConfig) -> ClassificationData:
     """Fashion-MNIST items pasted on 64x64 canvases: exact masks, 11 classes, no download."""
-    from paralab.platform.data.mnist import FASHION_CLASSES, fashion_mnist
-
     check_canvas_config(cfg)
-    source = fashion_mnist(
-        DataConfig(name="fashion_mnist", root=cfg.root, download=cfg.download, val_fraction=0)
-    )
-    return build_canvas_data("canvas_fashion", FASHION_CLASSES, *_sources(source), cfg)
+    return build_canvas_data("canvas_fashion", *canvas_sources("fashion", cfg), cfg)
 
 
 @register_dataset("canvas_digits", config=DigitsCanvasConfig, task="segmentation")
 def canvas_digits(cfg: DigitsCanvasConfig) -> ClassificationData:
     """scikit-learn digits pasted on 64x64 canvases: exact masks, 11 classes, no download."""
-    from paralab.platform.data.digits import DigitsConfig, digits
-
     check_canvas_config(cfg)
-    source = digits(DigitsConfig(name="digits", val_fraction=0))
-    return build_canvas_data("canvas_digits", source.classes, *_sources(source), cfg)
+    return build_canvas_data("canvas_digits", *canvas_sources("digits", cfg), cfg)

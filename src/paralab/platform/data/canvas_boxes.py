@@ -20,11 +20,12 @@ from dataclasses import dataclass, replace
 import torch
 
 from paralab.platform.bounds import bounded
-from paralab.platform.data.base import ClassificationData, DataConfig
+from paralab.platform.data.base import ClassificationData
 from paralab.platform.data.boxes import build_detection_data, pad_boxes
 from paralab.platform.data.canvas import (
     CanvasConfig,
     Placements,
+    canvas_sources,
     check_canvas_config,
     make_canvases,
     one_thread,
@@ -102,27 +103,15 @@ def build_box_canvas_data(
     return build_detection_data(name, list(classes), train, test, cfg)
 
 
-def _sources(data: ClassificationData) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
-    return (data.train.images, data.train.targets), (data.test.images, data.test.targets)
-
-
 @register_dataset("canvas_fashion_boxes", config=BoxCanvasConfig, task="detection")
 def canvas_fashion_boxes(cfg: BoxCanvasConfig) -> ClassificationData:
     """Fashion-MNIST items on 64x64 canvases with exact boxes: 10 classes, no download."""
-    from paralab.platform.data.mnist import FASHION_CLASSES, fashion_mnist
-
     check_canvas_config(cfg)
-    source = fashion_mnist(
-        DataConfig(name="fashion_mnist", root=cfg.root, download=cfg.download, val_fraction=0)
-    )
-    return build_box_canvas_data("canvas_fashion_boxes", FASHION_CLASSES, *_sources(source), cfg)
+    return build_box_canvas_data("canvas_fashion_boxes", *canvas_sources("fashion", cfg), cfg)
 
 
 @register_dataset("canvas_digits_boxes", config=DigitsBoxCanvasConfig, task="detection")
 def canvas_digits_boxes(cfg: DigitsBoxCanvasConfig) -> ClassificationData:
     """scikit-learn digits on 64x64 canvases with exact boxes: 10 classes, no download."""
-    from paralab.platform.data.digits import DigitsConfig, digits
-
     check_canvas_config(cfg)
-    source = digits(DigitsConfig(name="digits", val_fraction=0))
-    return build_box_canvas_data("canvas_digits_boxes", source.classes, *_sources(source), cfg)
+    return build_box_canvas_data("canvas_digits_boxes", *canvas_sources("digits", cfg), cfg)

@@ -49,10 +49,11 @@ import torch
 
 from paralab.errors import ConfigError
 from paralab.platform.bounds import bounded
-from paralab.platform.data.base import ClassificationData, DataConfig
+from paralab.platform.data.base import ClassificationData
 from paralab.platform.data.canvas import (
     CanvasConfig,
     Placements,
+    canvas_sources,
     check_canvas_config,
     draw_placements,
     one_thread,
@@ -291,31 +292,18 @@ def build_caption_canvas_data(
     return build_caption_data(name, classes, captioner.captions, *parts, cfg, held_out=held_out)
 
 
-def _sources(data: ClassificationData) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
-    return (data.train.images, data.train.targets), (data.test.images, data.test.targets)
-
-
 @register_dataset("canvas_fashion_captions", config=CaptionCanvasConfig, task="image_text")
 def canvas_fashion_captions(cfg: CaptionCanvasConfig) -> ClassificationData:
     """Fashion-MNIST items on 64x64 canvases with captions: 10 classes, no download."""
-    from paralab.platform.data.mnist import fashion_mnist
-
     check_canvas_config(cfg)
     held_out_compositions(len(FASHION_CLASSES), cfg)  # refuse a bad fraction before loading
-    source = fashion_mnist(
-        DataConfig(name="fashion_mnist", root=cfg.root, download=cfg.download, val_fraction=0)
-    )
-    return build_caption_canvas_data(
-        "canvas_fashion_captions", FASHION_CLASSES, *_sources(source), cfg
-    )
+    name = "canvas_fashion_captions"
+    return build_caption_canvas_data(name, *canvas_sources("fashion", cfg), cfg)
 
 
 @register_dataset("canvas_digits_captions", config=DigitsCaptionCanvasConfig, task="image_text")
 def canvas_digits_captions(cfg: DigitsCaptionCanvasConfig) -> ClassificationData:
     """scikit-learn digits on 64x64 canvases with captions: 10 classes, no download."""
-    from paralab.platform.data.digits import DigitsConfig, digits
-
     check_canvas_config(cfg)
-    source = digits(DigitsConfig(name="digits", val_fraction=0))
     name = "canvas_digits_captions"
-    return build_caption_canvas_data(name, source.classes, *_sources(source), cfg)
+    return build_caption_canvas_data(name, *canvas_sources("digits", cfg), cfg)

@@ -101,16 +101,16 @@ def dense_class_stream(
     order: list[int],
     background_shift: bool = True,
 ) -> list[Experience]:
-    """Class-incremental experiences over masks, with the background shift (module docstring).
-
-    ``background_shift=False`` keeps every class labelled in the training images too: joint
-    training, which sees all experiences at once, is the upper bound only with full labels
-    (with shifted ones an item is its class in one copy of an image and background in another).
-    """
+    """Class-incremental experiences over masks or boxes (module docstring): experience i's
+    images show a class of its slice; in its training images only that slice is labelled
+    (masks: the background shift; boxes: other objects unlabelled), its test images keep every
+    label. ``background_shift=False`` keeps every class labelled in training too: joint
+    training, which sees all experiences at once, is the upper bound only with full labels."""
+    select = _select_boxes if isinstance(train, BoxImages) else _select_masks
     return [
         Experience(
-            _select_masks(train, classes, only_these=background_shift),
-            _select_masks(test, classes, only_these=False),
+            select(train, classes, only_these=background_shift),
+            select(test, classes, only_these=False),
             0,
             list(classes),
             score_classes=list(classes),
@@ -125,27 +125,6 @@ def _select_boxes(split: BoxImages, classes: list[int], only_these: bool) -> Box
     if only_these:
         part.targets = keep_classes(part.targets, classes)
     return part
-
-
-def box_class_stream(
-    train: BoxImages,
-    test: BoxImages,
-    n_experiences: int,
-    order: list[int],
-    unlabelled_old: bool = True,
-) -> list[Experience]:
-    """Class-incremental experiences over boxes (module docstring); ``unlabelled_old=False``
-    keeps every box labelled in the training images (joint training's full labels)."""
-    return [
-        Experience(
-            _select_boxes(train, classes, only_these=unlabelled_old),
-            _select_boxes(test, classes, only_these=False),
-            0,
-            list(classes),
-            score_classes=list(classes),
-        )
-        for classes in split_classes(order, n_experiences)
-    ]
 
 
 def concept_stream(
@@ -256,14 +235,12 @@ def build_stream(
 ) -> list[Experience]:
     """The experiences of ``scenario`` over the class ids ``classes`` (an int n: 0..n-1); see
     the module docstring for the label conventions. Targets of shape (N, H, W) are masks;
-    ``background_shift`` applies to them, and to boxes (:func:`box_class_stream`)."""
+    ``background_shift`` applies to them, and to boxes."""
     if scenario == "domain":
         return domain_stream(train, test, n_experiences, shift, order_seed or 0)
     order = class_order(classes, order_seed)
-    if isinstance(train, BoxImages):
-        return box_class_stream(train, test, n_experiences, order, background_shift)
     if train.targets.ndim == 2:  # captions: the class id, then caption indices
         return concept_stream(train, test, n_experiences, order)
-    if train.targets.ndim == 3:
+    if train.targets.ndim == 3:  # masks (N, H, W) or boxes (N, K, 5)
         return dense_class_stream(train, test, n_experiences, order, background_shift)
     return class_split_stream(train, test, n_experiences, order, task_labels=scenario == "task")

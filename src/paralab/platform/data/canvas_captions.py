@@ -59,17 +59,10 @@ from paralab.platform.data.canvas import (
     one_thread,
     paint,
 )
-from paralab.platform.data.captions import build_caption_data
+from paralab.platform.data.captions import build_caption_data, nouns_for
 from paralab.platform.data.mnist import FASHION_CLASSES
 from paralab.platform.data.registry import register_dataset
 
-FASHION_NOUNS = {
-    "t-shirt/top": ("t-shirt", "t-shirts"), "trouser": ("pair of trousers", "pairs of trousers"),
-    "pullover": ("pullover", "pullovers"), "dress": ("dress", "dresses"),
-    "coat": ("coat", "coats"), "sandal": ("sandal", "sandals"), "shirt": ("shirt", "shirts"),
-    "sneaker": ("sneaker", "sneakers"), "bag": ("bag", "bags"),
-    "ankle boot": ("ankle boot", "ankle boots"),
-}  # fmt: skip
 COUNT_WORDS = ("no", "a", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 SIZES = ("small", "large")
 POSITIONS = (  # [row third * 3 + column third]
@@ -203,19 +196,6 @@ def _size_and_where(
     column = (column >= third).long() + (column > 2 * third).long()
     row = (row >= third).long() + (row > 2 * third).long()
     return size, row * 3 + column
-
-
-def nouns_for(classes: list[str]) -> list[tuple[str, str]]:
-    """(singular, plural) per class: :data:`FASHION_NOUNS`, "digit d"/"ds", else name/names."""
-    nouns = []
-    for name in classes:
-        if name in FASHION_NOUNS:
-            nouns.append(FASHION_NOUNS[name])
-        elif name.isdigit():
-            nouns.append((f"digit {name}", f"{name}s"))
-        else:
-            nouns.append((name, name + ("es" if name.endswith(("s", "x", "ch", "sh")) else "s")))
-    return nouns
 
 
 def _phrase(words: list[str | None]) -> str:

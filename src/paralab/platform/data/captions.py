@@ -21,6 +21,7 @@ crop would make false.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -29,6 +30,42 @@ from paralab.errors import ConfigError
 from paralab.platform.data.base import ClassificationData, DataConfig, InMemoryImages, build_splits
 
 PAD = -1  # the caption index that pads an image's row
+
+#: how captions name Fashion-MNIST's classes (singular, plural): "a pair of trousers", not
+#: "a trouser"
+FASHION_NOUNS = {
+    "t-shirt/top": ("t-shirt", "t-shirts"), "trouser": ("pair of trousers", "pairs of trousers"),
+    "pullover": ("pullover", "pullovers"), "dress": ("dress", "dresses"),
+    "coat": ("coat", "coats"), "sandal": ("sandal", "sandals"), "shirt": ("shirt", "shirts"),
+    "sneaker": ("sneaker", "sneakers"), "bag": ("bag", "bags"),
+    "ankle boot": ("ankle boot", "ankle boots"),
+}  # fmt: skip
+
+
+def nouns_for(classes: Sequence[str]) -> list[tuple[str, str]]:
+    """(singular, plural) per class, as a caption names it: :data:`FASHION_NOUNS`, "digit d" /
+    "ds" for a digit d, else the lower-cased name and its plural."""
+    nouns = []
+    for name in (c.lower() for c in classes):
+        if name in FASHION_NOUNS:
+            nouns.append(FASHION_NOUNS[name])
+        elif name.isdigit():
+            nouns.append((f"digit {name}", f"{name}s"))
+        else:
+            nouns.append((name, name + ("es" if name.endswith(("s", "x", "ch", "sh")) else "s")))
+    return nouns
+
+
+def class_prompts(classes: Sequence[str], templates: Sequence[str]) -> list[str]:
+    """Zero-shot prompts, class-major (class 0's templates first): each template with "{}" the
+    class's singular noun (:func:`nouns_for`, so the prompts use the captions' words for the
+    same classes of any dataset: Fashion-MNIST's "trouser" is "a pair of trousers" in both),
+    "a" before a vowel made "an"."""
+    return [
+        re.sub(r"\ba (?=[aeiou])", "an ", template.format(noun))
+        for noun, _ in nouns_for(classes)
+        for template in templates
+    ]
 
 
 def _refuse_augment(name: str, augment: Sequence[str]) -> None:

@@ -134,6 +134,12 @@ class CLIP(HasBackbone):
             )
         return F.normalize(self.text(tokens), dim=-1)
 
+    def encode_classes(self, tokens: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """Class-major prompt tokens (``num_classes`` x T templates, as
+        :func:`~paralab.platform.data.captions.class_prompts` orders them) -> (C, T, embed_dim),
+        what :func:`zero_shot_logits` takes."""
+        return self.encode_text(tokens).view(num_classes, -1, self.embed_dim)
+
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         """Captions -> (M, context_length) long token ids."""
         return tokenize(texts, self.context_length)

@@ -141,6 +141,49 @@ def checkpoint_file(path: str | Path) -> Path:
     )
 
 
+def load_model(model: nn.Module, path: str | Path) -> int:
+    """Load every tensor of the checkpoint or run folder ``path`` into ``model`` (built from
+    the same config: a probe that needs more than the backbone, e.g. CLIP's text tower for
+    zero-shot); return how many. Strict: a tensor missing, left over or of another shape is a
+    :class:`ConfigError` naming the first few."""
+    file = checkpoint_file(path)
+    payload = _read(file)
+    backbone = backbone_tensors(payload, file)  # refuses a file with no paralab model
+    prefix = _backbone_prefix(payload)
+    state = {
+        key[len(prefix) :]: value
+        for key, value in _state_dict(payload).items()
+        if key.startswith(prefix) and isinstance(value, torch.Tensor)
+    }
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    shapes = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    problems = [
+        f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+        for what, keys in (("missing", missing), ("unexpected", extra), ("other shape", shapes))
+        if keys
+    ]
+    if problems:
+        raise ConfigError(
+            f"{str(file)!r} does not hold this model ({len(backbone)} backbone tensors found; "
+            f"{'; '.join(problems)}). Probe with the config the run was trained with"
+        )
+    model.load_state_dict(state, strict=True)
+    return len(state)
+
+
+def _backbone_prefix(payload: Any) -> str:
+    """The shortest key prefix before a ``backbone.`` part (``model.`` in Lightning's)."""
+    prefixes = {
+        ".".join(parts[: parts.index("backbone")])
+        for parts in (str(k).split(".") for k in _state_dict(payload))
+        if "backbone" in parts[:-1]
+    }
+    shortest = min(prefixes, key=lambda p: (len(p), p))
+    return f"{shortest}." if shortest else ""
+
+
 def backbone_tensors(payload: Any, file: Path | str = "") -> dict[str, torch.Tensor]:
     """The backbone's tensors in a loaded checkpoint, keyed as in ``Backbone.state_dict()``.
 

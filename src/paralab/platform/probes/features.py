@@ -45,14 +45,16 @@ def extract_features(
     device: str | torch.device = "cpu",
     stage: int | None = None,
     pool: int = 2,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features (N, D) float32 and labels (N,) of ``images``, on ``device`` (where ``model``
-    must be); ``stage`` and ``pool`` as in :func:`feature_function`. The model is in eval mode
-    meanwhile and left in the mode it was in."""
+    must be); ``stage`` and ``pool`` as in :func:`feature_function`, or ``forward`` (e.g. a
+    CLIP model's ``encode_image``) called instead. The model is in eval mode meanwhile and
+    left in the mode it was in."""
     if not len(images):
         raise ValueError("no images to compute features of")
     device = torch.device(device)
-    forward = feature_function(model, stage, pool)
+    forward = forward or feature_function(model, stage, pool)
     was_training = model.training
     model.eval()
     features, labels = [], []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -20,6 +21,7 @@ from paralab.platform.probes.config import ProbeConfig
 from paralab.platform.probes.features import extract_features
 from paralab.platform.probes.knn import knn_probe
 from paralab.platform.probes.linear import linear_probe
+from paralab.platform.probes.zero_shot import zero_shot_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -30,22 +32,41 @@ def probe(
     cfg: ProbeConfig,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    templates: Sequence[str] = (),
 ) -> dict[str, float]:
-    """``probe/linear_acc``, ``probe/linear_train_acc`` and ``probe/knn_acc`` (those that
-    ``cfg`` turns on) of ``model``'s features, with ``probe/features`` (their size),
+    """``probe/linear_acc``, ``probe/linear_train_acc``, ``probe/knn_acc`` and
+    ``probe/zero_shot_acc`` (those that ``cfg`` turns on; zero-shot prompts from
+    ``templates``) of ``model``'s features, with ``probe/features`` (their size),
     ``probe/train_images``, ``probe/test_images`` and ``probe/time_s``. ``model`` must be on
     ``device``; ``seed`` picks the training subset and the linear probe's batch order."""
     started = time.perf_counter()
-    train = plain_images(data.train, cfg.train_limit, seed)
     test = plain_images(data.test)
+    metrics = {"probe/test_images": float(len(test))}
+    if cfg.knn or cfg.linear:
+        metrics.update(_feature_probes(model, data, test, cfg, device, seed))
+    if cfg.zero_shot:
+        metrics["probe/zero_shot_acc"] = zero_shot_accuracy(
+            model, test, data.classes, templates, cfg.batch_size, device
+        )
+    metrics["probe/time_s"] = round(time.perf_counter() - started, 3)
+    log.debug("probe of %s on %s: %s", type(model).__name__, data.name, metrics)
+    return metrics
+
+
+def _feature_probes(
+    model: nn.Module,
+    data: ClassificationData,
+    test: InMemoryImages,
+    cfg: ProbeConfig,
+    device: str | torch.device,
+    seed: int,
+) -> dict[str, float]:
+    """The k-NN and linear probes that ``cfg`` turns on, on frozen features."""
+    train = plain_images(data.train, cfg.train_limit, seed)
     where = {"stage": cfg.stage, "pool": cfg.pool}
     train_f, train_y = extract_features(model, train, cfg.batch_size, device, **where)
     test_f, test_y = extract_features(model, test, cfg.batch_size, device, **where)
-    metrics = {
-        "probe/features": float(train_f.shape[1]),
-        "probe/train_images": float(len(train_f)),
-        "probe/test_images": float(len(test_f)),
-    }
+    metrics = {"probe/features": float(train_f.shape[1]), "probe/train_images": float(len(train_f))}
     if cfg.knn:
         metrics["probe/knn_acc"] = knn_probe(
             train_f, train_y, test_f, test_y, cfg.knn_k, cfg.knn_temperature
@@ -56,8 +77,6 @@ def probe(
             weight_decay=cfg.linear_weight_decay, batch_size=cfg.linear_batch_size, seed=seed,
         )  # fmt: skip
         metrics.update({"probe/linear_acc": fit.test_acc, "probe/linear_train_acc": fit.train_acc})
-    metrics["probe/time_s"] = round(time.perf_counter() - started, 3)
-    log.debug("probe of %s on %s: %s", type(model).__name__, data.name, metrics)
     return metrics
 
 
@@ -74,9 +93,11 @@ def plain_images(images: InMemoryImages, limit: int | None = None, seed: int = 0
 
 def describe(metrics: dict[str, float]) -> str:
     """One line for people: the accuracies, then sizes and time."""
-    parts = [f"{k}={metrics[k]:.4f}" for k in ("probe/linear_acc", "probe/knn_acc") if k in metrics]
+    names = ("probe/linear_acc", "probe/knn_acc", "probe/zero_shot_acc")
+    parts = [f"{k}={metrics[k]:.4f}" for k in names if k in metrics]
     sizes = ", ".join(
         f"{int(metrics[k])} {k.split('/', 1)[1].replace('_', ' ')}"
         for k in ("probe/features", "probe/train_images", "probe/test_images")
+        if k in metrics
     )
     return f"{'  '.join(parts)}  ({sizes}; {metrics['probe/time_s']:.1f} s)"

@@ -9,6 +9,11 @@ paradigm. So the runner probes after ``paradigm.run`` returns without the paradi
 and ``paralab probe <run folder>`` later repeats exactly the same computation (same model
 rebuild, same weights, same numbers). The cost: a run that probes must save checkpoints
 (``tracking.checkpoints=true``), which :func:`check_probe` asks before the run starts.
+
+The feature probes read only the backbone (so ``paralab probe DIR data=<other>`` may rebuild
+the model with another head); zero-shot (``probe.zero_shot``) reads the whole model, whose text
+tower and projections the prompts need. ``probe.data`` probes on another labelled dataset
+(:mod:`paralab.platform.probes.transfer`), with the model as the run built it.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ from torch import nn
 
 from paralab.errors import ConfigError, ParalabError, RunFailedError, RunFolderError
 from paralab.platform.config import ResolvedConfig
-from paralab.platform.data import DATASETS, ClassificationData
+from paralab.platform.data import ClassificationData
 from paralab.platform.devices import one_device
 from paralab.platform.probes.protocol import describe, probe
+from paralab.platform.probes.transfer import labelled_datasets, load_probe_data
+from paralab.platform.probes.zero_shot import has_text_tower
 
 PROBE_FILE = "probe.json"
 
@@ -35,22 +42,25 @@ PROBE_FILE = "probe.json"
 def check_probe(config: ResolvedConfig, data: ClassificationData, *, after_run: bool) -> None:
     """Refuse, before anything runs, a probe that could not be made."""
     cfg = config.probe
-    if not (cfg.linear or cfg.knn):
+    if not (cfg.linear or cfg.knn or cfg.zero_shot):
         raise ConfigError(
-            "probe.linear=false and probe.knn=false: nothing to measure. Set probe.linear=true "
-            "or probe.knn=true" + (", or probe.enabled=false" if after_run else "")
+            "probe.linear, probe.knn and probe.zero_shot are all false: nothing to measure. Set "
+            "one of them true" + (", or probe.enabled=false" if after_run else "")
         )
-    if data.task != "classification":
-        labelled = [
-            e.name
-            for e in DATASETS.entries()
-            if e.meta.get("task", "classification") == "classification"
-        ]
+    if cfg.zero_shot and not has_text_tower(build_probe_model(config, data)):
+        raise ConfigError(
+            f"probe.zero_shot=true: model={config.model.name} has no text tower to read "
+            "class-name prompts with. Set probe.zero_shot=false, or train an image-text model "
+            "(model=clip task=image_text)"
+        )
+    if cfg.data is not None:
+        load_probe_data(config, data)  # a missing or unfit dataset fails before the run
+    elif data.task != "classification":
+        labelled = labelled_datasets()
         way_out = (
-            "Set probe.enabled=false, and probe the trained backbone afterwards on labelled "
-            "images: paralab probe <run folder> data=<dataset>"
+            "Probe on a dataset of labelled images: probe.data=<dataset>"
             if after_run
-            else "Give a dataset of labelled images: data=<dataset>"
+            else "Probe on a dataset of labelled images: probe.data=<dataset>, or data=<dataset>"
         )
         raise ConfigError(
             f"data={data.name} holds {data.task} masks, and the probes classify whole images by "
@@ -112,7 +122,7 @@ def probe_folder(run_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     metrics = _probe_checkpoint(config, data, file, overrides)
     payload = {
-        "run_dir": str(path), "checkpoint": str(file), "dataset": data.name,
+        "run_dir": str(path), "checkpoint": str(file), "dataset": config.probe.data or data.name,
         "overrides": list(overrides), "probe": asdict(config.probe), "started": started,
         "metrics": metrics,
     }  # fmt: skip
@@ -131,10 +141,11 @@ def probe_random(experiment: str, overrides: Sequence[str] = ()) -> dict[str, An
     seed_everything(config.seed)
     device = one_device(config.trainer)
     model = build_probe_model(config, data).to(device)
-    metrics = probe(model, data, config.probe, device, config.seed)
+    metrics = _probe(model, config, data, device)
     return {
         "experiment": experiment, "overrides": list(overrides), "model": config.model.name,
-        "dataset": data.name, "probe": asdict(config.probe), "metrics": metrics,
+        "dataset": config.probe.data or data.name, "probe": asdict(config.probe),
+        "metrics": metrics,
     }  # fmt: skip
 
 
@@ -155,11 +166,14 @@ def _probe_checkpoint(
     config: ResolvedConfig, data: ClassificationData, file: Path, overrides: Sequence[str] = ()
 ) -> dict[str, float]:
     """The probe of the model rebuilt from ``config`` with the backbone saved in ``file``."""
-    from paralab.platform.models.transfer import load_backbone
+    from paralab.platform.models.transfer import load_backbone, load_model
 
     model = build_probe_model(config, data)
     try:
-        load_backbone(model, file, run_config=config.plain)
+        if config.probe.zero_shot:  # the prompts need the text tower and projections too
+            load_model(model, file)
+        else:
+            load_backbone(model, file, run_config=config.plain)
     except ConfigError as error:
         changed = f" with {' '.join(overrides)}" if overrides else ""
         raise ConfigError(
@@ -167,7 +181,17 @@ def _probe_checkpoint(
             f"{_mismatch(error, file)}"
         ) from None
     device = one_device(config.trainer)
-    return probe(model.to(device), data, config.probe, device, config.seed)
+    return _probe(model.to(device), config, data, device)
+
+
+def _probe(
+    model: nn.Module, config: ResolvedConfig, data: ClassificationData, device: torch.device
+) -> dict[str, float]:
+    """:func:`probe` of ``model`` (built for ``data``, the run's) on the probe's data, with
+    the run's zero-shot prompts."""
+    templates = getattr(config.task, "templates", None) or ()
+    probe_data = load_probe_data(config, data)
+    return probe(model, probe_data, config.probe, device, config.seed, templates)
 
 
 def _mismatch(error: ConfigError, file: Path) -> str:

@@ -6,8 +6,9 @@ caption list (:mod:`paralab.platform.data.captions`). The task tokenizes every c
 with the model's tokenizer, when the model is built; ``unpack`` picks one phrasing per image (a
 random one while training, the first, full caption when evaluating: told apart by whether
 autograd is on, as evaluation always runs under ``no_grad``), and in evaluation adds the
-class-name prompts (``task.templates``, ensembled as CLIP does), so ``forward`` returns the
-zero-shot logits with the embeddings.
+class-name prompts (``task.templates`` filled by
+:func:`~paralab.platform.data.captions.class_prompts`, ensembled as CLIP does), so ``forward``
+returns the zero-shot logits with the embeddings.
 
 Scores over the whole evaluated split (torchmetrics gathers every process's rows under DDP):
 
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import nn
 
+from paralab.platform.data.captions import class_prompts
 from paralab.platform.tasks.base import Batch, Task, TaskConfig, register_task
 
 if TYPE_CHECKING:
@@ -44,7 +46,8 @@ KS = (1, 5, 10)
 @dataclass
 class ImageTextConfig(TaskConfig):
     name: str = "image_text"
-    #: zero-shot prompts, "{}" the class name; each class's embeddings are averaged
+    #: zero-shot prompts, "{}" the class as captions name it (data.captions.nouns_for: "digit 3",
+    #: "pair of trousers"); each class's embeddings are averaged
     templates: list[str] = field(
         default_factory=lambda: ["a photo of a {}", "a picture of a {}", "a {}"]
     )
@@ -89,8 +92,7 @@ class ImageText(Task):
         """The model, and the captions and prompts tokenized once with its tokenizer."""
         model = super().build_model(config, spec)
         self._tokens = model.tokenize(self.captions) if self.captions else None
-        prompts = [t.format(c) for c in self.classes for t in self.cfg.templates]
-        self._prompts = model.tokenize(prompts)
+        self._prompts = model.tokenize(class_prompts(self.classes, self.cfg.templates))
         return model
 
     def unpack(self, batch: Batch) -> tuple[tuple, torch.Tensor]:
@@ -115,7 +117,7 @@ class ImageText(Task):
         out = model(images, tokens)
         zero_shot = None
         if prompts is not None:
-            classes = model.encode_text(prompts).view(self.num_classes, len(self.cfg.templates), -1)
+            classes = model.encode_classes(prompts, self.num_classes)
             zero_shot = zero_shot_logits(out.image, classes, out.logit_scale)
         return ImageTextOutput(out.image, out.text, out.logit_scale, zero_shot)
 

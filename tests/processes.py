@@ -49,3 +49,24 @@ def session_processes(session: int) -> list[psutil.Process]:
         except (ProcessLookupError, psutil.Error):
             continue
     return alive
+
+
+def no_ray_left() -> bool:
+    """Whether the test process has no child left (a run's local Ray, its reaper)."""
+    return not psutil.Process().children(recursive=True)
+
+
+def stable(metrics: dict) -> dict:
+    """A summary's metrics without the timings and memory figures, which vary run to run."""
+    return {k: v for k, v in metrics.items() if not k.startswith(("time/", "memory/"))}
+
+
+class StopAfterRound:
+    """A run callback that interrupts a federated run after round ``last`` (as Ctrl-C would)."""
+
+    def __init__(self, last: int) -> None:
+        self.last = last
+
+    def on_round_end(self, rnd: int, metrics: dict) -> None:
+        if rnd == self.last:
+            raise KeyboardInterrupt

@@ -162,3 +162,36 @@ def test_federated_client_and_server_drive_the_task(out_dir, task, model):
     judged = evaluate_client(state, 1, new)
     assert judged["num-examples"] == len(state.parts[1])
     assert math.isfinite(judged["eval_loss"]) and in_range(judged[f"eval_{headline}"])
+
+
+@pytest.mark.parametrize(("task", "model"), PAIRS)
+def test_a_federated_continual_client_replays_across_the_switch_for_every_task(
+    out_dir, task, model
+):
+    """Two rounds of one client, one per experience, as the federated continual ClientApp runs
+    them: the state it returns after the first is what lets it replay in the second."""
+    from flwr.app import ArrayRecord
+
+    from paralab.strategies.federated.client import worker_state
+    from paralab.strategies.federated_continual.client import (
+        schedule_for,
+        train_continual_client,
+    )
+
+    scenarios = TASKS.get(task).obj.scenarios
+    scenario = "class" if "class" in scenarios else "domain"
+    fcl = ["paradigm=federated_continual", "paradigm.num_clients=2", "paradigm.n_experiences=2",
+           f"paradigm.scenario={scenario}", "paradigm.rounds_per_task=1",
+           "paradigm.method=replay", "paradigm.mem_size=8"]  # fmt: skip
+    cfg = config(out_dir, task, model, *fcl)
+    key = f"fcl-contract-{task}-{model}"
+    state = worker_state(key, cfg.plain)
+    schedule = schedule_for(key, state)
+    arrays = ArrayRecord(state.model.state_dict())
+    first = train_continual_client(state, schedule, 0, arrays, {"server-round": 1}, {})
+    assert first["metrics"]["replayed"] == 0 and first["metrics"]["buffer_size"] == 8
+    second = train_continual_client(
+        state, schedule, 0, ArrayRecord(first["state"]), {"server-round": 2}, first["memory"]
+    )
+    assert second["metrics"]["experience"] == 1.0 and second["metrics"]["replayed"] > 0
+    assert math.isfinite(second["metrics"]["train_loss"])

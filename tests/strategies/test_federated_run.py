@@ -8,11 +8,11 @@ import csv
 import json
 from pathlib import Path
 
-import psutil
 import pytest
 
 import paralab
 from paralab.cli import main
+from tests.processes import StopAfterRound, no_ray_left, stable
 
 OVERRIDES = [
     "tracking.wandb=disabled",
@@ -22,14 +22,6 @@ OVERRIDES = [
     "paradigm.fraction_evaluate=0.5",
     "paradigm.faults.crash_fraction=0.25",
 ]
-
-
-def no_ray_left() -> bool:
-    return not psutil.Process().children(recursive=True)
-
-
-def stable(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if not k.startswith(("time/", "memory/"))}
 
 
 def rows(run_dir: str | Path) -> list[dict]:
@@ -63,15 +55,6 @@ def test_crashing_clients_are_counted_and_the_run_goes_on(reference):
     metrics = reference["metrics"]
     assert metrics["clients/failed_total"] > 0
     assert metrics["clients/succeeded_total"] + metrics["clients/failed_total"] == 16
-
-
-class StopAfterRound:
-    def __init__(self, last: int) -> None:
-        self.last = last
-
-    def on_round_end(self, rnd: int, metrics: dict) -> None:
-        if rnd == self.last:
-            raise KeyboardInterrupt
 
 
 def test_resume_continues_from_the_last_round_with_the_same_metrics(reference, tmp_path, capsys):

@@ -48,12 +48,15 @@ def read_curve(run_dir: Path, metric: str, x: str) -> tuple[list[float], list[fl
 
 
 def plot_curves(rows: list[dict[str, Any]], metric: str, x: str, path: Path) -> None:
+    """One line per run with at least two points of ``metric``: a run that logs it once (an
+    offline run's final test score beside federated rounds) is in the bar chart, and its
+    single point at its own last step would only stretch the x-axis."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     drawn = 0
     for r in rows:
         xs, ys = read_curve(Path(r["run_dir"]), metric, x)
-        if xs:
+        if len(xs) > 1:
             ax.plot(xs, ys, marker="o", markersize=3, label=r["name"])
             drawn += 1
     ax.set_xlabel(x)

@@ -27,8 +27,8 @@ from paralab.strategies.continual.metrics import continual_metrics, plot_matrix,
 from paralab.strategies.continual.scenarios import (
     DOMAIN_SHIFTS,
     SCENARIOS,
-    build_stream,
     class_order,
+    stream_for,
 )
 
 if TYPE_CHECKING:
@@ -90,16 +90,8 @@ class Continual(Paradigm):
 
         cfg, config, data, task = self.cfg, ctx.config, ctx.data, ctx.task
         epochs = cfg.epochs or config.trainer.max_epochs
-        stream = build_stream(
-            data.train,
-            data.test,
-            task.incremental_classes(),
-            cfg.scenario,
-            cfg.n_experiences,
-            cfg.class_order_seed,
-            cfg.domain_shift,
-            background_shift=cfg.strategy != "joint",  # joint: all classes seen, all labelled
-        )
+        # joint: all classes seen, all labelled
+        stream = stream_for(cfg, data, task, background_shift=cfg.strategy != "joint")
         model = ctx.build_model(
             channels_last=config.trainer.channels_last and takes_channels_last(cfg)
         )

@@ -27,6 +27,7 @@ slice with every box labelled, and its score is the mean AP over the slice's cla
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -221,6 +222,21 @@ def domain_stream(
         Experience(rotate(train, a), rotate(test, a), 0, classes)
         for a in rotation_angles(n_experiences)
     ]
+
+
+def stream_for(cfg: Any, data: Any, task: Any, background_shift: bool = True) -> list[Experience]:
+    """The stream a continual paradigm config (``scenario``, ``n_experiences``,
+    ``class_order_seed``, ``domain_shift``) cuts from ``data`` for ``task``."""
+    return build_stream(
+        data.train,
+        data.test,
+        task.incremental_classes(),
+        cfg.scenario,
+        cfg.n_experiences,
+        cfg.class_order_seed,
+        cfg.domain_shift,
+        background_shift=background_shift,
+    )
 
 
 def build_stream(

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from paralab.strategies.federated.attacks import byzantine_clients, poison
+
 _WORKERS: dict[str, WorkerState] = {}
 
 
@@ -37,13 +39,6 @@ class SimulatedFault(RuntimeError):
 
 def client_seed(seed: int, rnd: int, cid: int, salt: int = 0) -> int:
     return (seed * 1_000_003 + rnd * 10_007 + cid * 101 + salt) % (2**31 - 1)
-
-
-def byzantine_clients(num_clients: int, fraction: float, seed: int) -> set[int]:
-    """A fixed, seeded set of ``round(fraction * num_clients)`` clients."""
-    count = round(fraction * num_clients)
-    order = np.random.default_rng(client_seed(seed, 0, 0, salt=17)).permutation(num_clients)
-    return set(order[:count].tolist())
 
 
 @dataclass
@@ -142,8 +137,23 @@ def load_arrays(model, arrays) -> None:
             value.copy_(torch.from_numpy(arrays[key].numpy()))
 
 
-def train_client(state: WorkerState, cid: int, rnd: int, arrays, round_cfg: dict) -> dict:
-    """One client's round of local training; returns the new weights and metrics."""
+def train_client(
+    state: WorkerState,
+    cid: int,
+    rnd: int,
+    arrays,
+    round_cfg: dict,
+    dataset: Any = None,
+    index: Any = None,
+    hooks: Any = None,
+) -> dict:
+    """One client's round of local training; returns the new weights and metrics.
+
+    ``dataset`` and ``index`` (default: the training split and the client's partition) say
+    which images it trains on; ``hooks`` (a continual method, see
+    :mod:`paralab.strategies.federated_continual.methods`) may ``begin()`` once the global
+    weights are loaded, ``extend(batch)`` each batch, add ``penalty(model, inputs, outputs)``
+    to each loss, and ``end(index)`` after training."""
     import torch
 
     from paralab.platform.tasks.base import detached, to_device
@@ -160,12 +170,15 @@ def train_client(state: WorkerState, cid: int, rnd: int, arrays, round_cfg: dict
         time.sleep(faults.straggler_delay_s)
     model, task = state.model, state.task
     load_arrays(model, arrays)
+    if hooks is not None:
+        hooks.begin()
     byzantine = cid in state.byzantine
     mu = float(round_cfg.get("proximal-mu", 0.0))
     keep_global = mu > 0 or (byzantine and cfg.byzantine.attack != "label_flip")
     global_params = [p.detach().clone() for p in model.parameters()] if keep_global else None
     optimizer = build_optimizer(model.parameters(), config.optim)
-    index = torch.from_numpy(state.parts[cid])
+    dataset = state.data.train if dataset is None else dataset
+    index = torch.as_tensor(state.parts[cid] if index is None else index)
     batch = cfg.batch_size or config.data.batch_size
     gen = torch.Generator().manual_seed(client_seed(config.seed, rnd, cid, salt=2))
     torch.manual_seed(client_seed(config.seed, rnd, cid, salt=3))
@@ -175,11 +188,13 @@ def train_client(state: WorkerState, cid: int, rnd: int, arrays, round_cfg: dict
     total_loss, seen = torch.zeros((), dtype=torch.float64, device=state.device), 0
     for _ in range(cfg.local_epochs):
         order = index[torch.randperm(len(index), generator=gen)]
-        for start in range(0, len(order), batch):
-            batch_on_device = to_device(
-                task.fetch(state.data.train, order[start : start + batch]), state.device
-            )
-            x, y = task.unpack(batch_on_device)
+        # a trailing batch of one example is dropped: batch norm cannot train on one
+        end = len(order) - 1 if len(order) % batch == 1 and len(order) > 1 else len(order)
+        for start in range(0, end, batch):
+            fetched = task.fetch(dataset, order[start : start + batch])
+            if hooks is not None:
+                fetched = hooks.extend(fetched)
+            x, y = task.unpack(to_device(fetched, state.device))
             if flip:
                 y = task.flip_labels(y)
             outputs = task.forward(model, x)
@@ -190,6 +205,8 @@ def train_client(state: WorkerState, cid: int, rnd: int, arrays, round_cfg: dict
                     for p, g in zip(model.parameters(), global_params, strict=True)
                 )
                 loss = loss + 0.5 * mu * prox
+            if hooks is not None:
+                loss = loss + hooks.penalty(model, x, outputs)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -197,8 +214,10 @@ def train_client(state: WorkerState, cid: int, rnd: int, arrays, round_cfg: dict
             total_loss += loss.detach().double() * n
             metrics.update(detached(outputs), y)
             seen += n
+    if hooks is not None:
+        hooks.end(index)
     if byzantine and not flip:
-        _poison(model, global_params, cfg.byzantine, client_seed(config.seed, rnd, cid, salt=4))
+        poison(model, global_params, cfg.byzantine, client_seed(config.seed, rnd, cid, salt=4))
     if crash < faults.crash_fraction:
         raise SimulatedFault(f"client {cid} crashed in round {rnd} after training (simulated)")
     scores = task.summarize(metrics.compute()) if seen else {}
@@ -210,19 +229,6 @@ def train_client(state: WorkerState, cid: int, rnd: int, arrays, round_cfg: dict
     if task.train_score in scores:  # a detector scores nothing while it trains (no detections)
         reported[f"train_{task.train_score}"] = _finite(scores[task.train_score])
     return {"state": model.state_dict(), "metrics": reported}
-
-
-def _poison(model, global_params, byz, seed: int) -> None:
-    """Sign flip: send ``g - scale * (w - g)``; gaussian: send ``g + N(0, scale^2)``."""
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p, g in zip(model.parameters(), global_params, strict=True):
-            if byz.attack == "sign_flip":
-                p.copy_(g - byz.scale * (p - g))
-            else:
-                p.copy_(g + byz.scale * torch.randn(p.shape, generator=gen).to(p.device))
 
 
 def evaluate_client(state: WorkerState, cid: int, arrays) -> dict:

@@ -186,8 +186,9 @@ def _evaluator(ctx: RunContext, model):
     return run
 
 
-def _saver(ctx: RunContext, model):
-    """After each round: the global model, the strategy state and the loop state, atomically."""
+def _saver(ctx: RunContext, model, extra=None):
+    """After each round: the global model, the strategy state and the loop state, atomically;
+    ``extra()`` adds entries (a federated continual run's client states)."""
     import dataclasses
 
     import torch
@@ -206,6 +207,7 @@ def _saver(ctx: RunContext, model):
                 "model": {k: v.clone() for k, v in model.state_dict().items()},
                 "strategy": strategy_state(strategy),
                 "loop": dataclasses.asdict(state),
+                **(extra() if extra is not None else {}),
             }
             tmp = folder / (CHECKPOINT + ".tmp")
             torch.save(payload, tmp)

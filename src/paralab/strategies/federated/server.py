@@ -124,6 +124,25 @@ class ServerLoop:
         missing = len(messages) - len(replies)
         return ok, errors + [None] * missing
 
+    # hooks for a loop that carries more than the model (see federated_continual.server)
+    def round_config(self, rnd: int):
+        """The ConfigRecord every sampled client gets with the round's weights."""
+        from flwr.app import ConfigRecord
+
+        return ConfigRecord()
+
+    def before_send(self, messages: list, grid: OrderedGrid) -> dict[str, float]:
+        """Change the round's training messages before they go; metrics to log."""
+        return {}
+
+    def after_receive(self, replies: list) -> dict[str, float]:
+        """Read (and strip) the succeeded replies before aggregation; metrics to log."""
+        return {}
+
+    def after_aggregate(self, rnd: int, arrays):
+        """The global weights the round ends with, given the strategy's aggregate."""
+        return arrays
+
     def _aggregate(self, rnd: int, ok: list, sampled: int):
         """The strategy's aggregation; a robust rule that needs more replies than the failures
         left (Bulyan: 4f+3) keeps the global model for this round instead of ending the run."""
@@ -158,15 +177,19 @@ class ServerLoop:
             if rnd == start:  # Ray, the engine and the server's set-up, before any client work
                 self.state.startup_s = t0 - self.created
             random.seed(client_seed(seed, rnd, 0, salt=5))
-            msgs = list(self.strategy.configure_train(rnd, self.arrays, ConfigRecord(), grid))
+            msgs = list(
+                self.strategy.configure_train(rnd, self.arrays, self.round_config(rnd), grid)
+            )
             down = self.arrays.count_bytes() * len(msgs)
+            extra = self.before_send(msgs, grid)
             ok, failed = self._send(grid, msgs, "training", rnd)
+            extra |= self.after_receive(ok)
             up = sum(r.content["arrays"].count_bytes() for r in ok)
             nodes = {str(r.content["client"].get("node", "")) for r in ok}
             compute = sum(float(r.content["metrics"].get("compute_s", 0.0)) for r in ok)
             new_arrays, train_metrics = self._aggregate(rnd, ok, len(msgs))
             if new_arrays is not None:
-                self.arrays = new_arrays
+                self.arrays = self.after_aggregate(rnd, new_arrays)
             train_s = time.perf_counter() - t0
             metrics: dict[str, float] = {
                 "clients/sampled": len(msgs),
@@ -175,6 +198,7 @@ class ServerLoop:
                 "clients/nodes": len(nodes),
                 "time/train_s": train_s,
                 "time/client_compute_s": compute,
+                **extra,
             }
             metrics.update(
                 {

@@ -1,0 +1,1 @@
+"""``paradigm=federated_continual``: Flower clients that each learn from their own stream."""

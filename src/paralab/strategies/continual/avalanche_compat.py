@@ -4,6 +4,9 @@
   dataset from a plain one with given ``targets`` and task labels, which the scenario, the class
   timeline and the replay buffers read.
 - ``SynapticIntelligencePlugin.extract_weights``: patched (see :func:`_si_extract_weights`).
+- ``BaseSGDTemplate._stop_training``: the flag ``stop_training()`` sets. Avalanche clears it
+  only at the start of the next epoch, so a stop in an experience's last epoch would end the
+  next experience before its first step; :func:`clear_stop` clears it.
 
 ``tests/strategies/test_avalanche_compat.py`` fails with a message naming what moved when an
 upgrade changes either.
@@ -31,6 +34,16 @@ def taskaware_dataset(dataset: torch.utils.data.Dataset, task_label: int, target
 def _si_extract_weights(model: nn.Module, target: dict, excluded_parameters) -> None:
     for name, param in SynapticIntelligencePlugin.allowed_parameters(model, excluded_parameters):
         target[name].data = param.detach().cpu().flatten().clone()
+
+
+def clear_stop(strategy) -> None:
+    """Undo a ``strategy.stop_training()`` that its last epoch left set (module docstring)."""
+    if not hasattr(strategy, "_stop_training"):
+        raise AttributeError(
+            "Avalanche's template no longer has _stop_training: the iteration budget "
+            "(paradigm.iterations) needs another way to stop an experience's training"
+        )
+    strategy._stop_training = False
 
 
 def patch_synaptic_intelligence() -> None:

@@ -21,6 +21,7 @@ class ContinualConfig(ParadigmConfig):
     strategy: str = "naive"
     plugins: list[str] = field(default_factory=list)
     epochs: int | None = bounded(None, ge=1)  # per experience; null: trainer.max_epochs
+    iterations: int | None = bounded(None, ge=1)  # per experience, instead of epochs
     # strategy and plugin options (each used only by the methods named in its comment)
     mem_size: int = bounded(500, ge=1)  # replay, gdumb, der, icarl: exemplars kept
     ewc_lambda: float = bounded(100.0, ge=0)  # ewc, online_ewc

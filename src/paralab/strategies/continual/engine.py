@@ -6,6 +6,7 @@ Imported only inside :meth:`Continual.run` (Avalanche's import costs seconds), s
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from paralab.platform.schema import OptimConfig
 from paralab.platform.tasks import Task
 from paralab.platform.tasks.evaluate import evaluate as evaluate_task
 from paralab.platform.tasks.optim import build_scheduler
-from paralab.strategies.continual.avalanche_compat import taskaware_dataset
+from paralab.strategies.continual.avalanche_compat import clear_stop, taskaware_dataset
 from paralab.strategies.continual.config import ContinualConfig
 from paralab.strategies.continual.fastdata import FastDataMixin, PerItem, TaskLabelled
 from paralab.strategies.continual.methods import PLUGINS, STRATEGIES
@@ -70,18 +71,20 @@ class MultiHead(MultiTaskModule):
 
 
 class ConfigSchedule(SupervisedPlugin):
-    """The run's ``optim`` schedule, restarted at every experience over its epochs."""
+    """The run's ``optim`` schedule, restarted at every experience over its epochs (or over
+    its ``iterations``, which then count as one epoch of the schedule)."""
 
-    def __init__(self, cfg: OptimConfig, epochs: int) -> None:
+    def __init__(self, cfg: OptimConfig, epochs: int, iterations: int | None = None) -> None:
         super().__init__()
-        self.cfg, self.epochs, self.scheduler = cfg, epochs, None
+        self.cfg, self.epochs, self.iterations, self.scheduler = cfg, epochs, iterations, None
 
     def before_training_epoch(self, strategy, **kwargs):
         if strategy.clock.train_exp_epochs == 0:
             for group in strategy.optimizer.param_groups:
                 group["lr"] = group["initial_lr"] = self.cfg.lr
-            steps = len(strategy.dataloader)
-            self.scheduler = build_scheduler(strategy.optimizer, self.cfg, self.epochs, steps)
+            epochs, steps = (1, self.iterations) if self.iterations else (self.epochs, 0)
+            steps = steps or len(strategy.dataloader)
+            self.scheduler = build_scheduler(strategy.optimizer, self.cfg, epochs, steps)
 
     def after_training_iteration(self, strategy, **kwargs):
         if self.scheduler is not None:
@@ -89,6 +92,28 @@ class ConfigSchedule(SupervisedPlugin):
 
     def after_training_exp(self, strategy, **kwargs):
         self.scheduler = None  # rebuilt next experience (not saved in checkpoints)
+
+
+class IterationBudget(SupervisedPlugin):
+    """``paradigm.iterations`` optimizer steps per experience, the budget continual-learning
+    papers give (van de Ven & Tolias 2019: 2,000 per task, batch 128): the experience runs as
+    many epochs as cover them (the last one cut short), whatever its size."""
+
+    def __init__(self, iterations: int) -> None:
+        super().__init__()
+        self.iterations, self.done = iterations, 0
+
+    def before_training_exp(self, strategy, **kwargs):
+        self.done = 0
+        strategy.train_epochs = math.ceil(self.iterations / max(1, len(strategy.dataloader)))
+
+    def after_training_iteration(self, strategy, **kwargs):
+        self.done += 1
+        if self.done >= self.iterations:
+            strategy.stop_training()
+
+    def after_training_exp(self, strategy, **kwargs):
+        clear_stop(strategy)
 
 
 class LossWatch(SupervisedPlugin):
@@ -205,7 +230,9 @@ def build_strategy(
         getattr(avl_plugins, PLUGINS[p].avalanche_class)(**PLUGINS[p].options(cfg))
         for p in cfg.plugins
     ]
-    plugins += [ConfigSchedule(optim_cfg, epochs), LossWatch()]
+    plugins += [ConfigSchedule(optim_cfg, epochs, cfg.iterations), LossWatch()]
+    if cfg.iterations is not None:
+        plugins.append(IterationBudget(cfg.iterations))
     with quiet_avalanche():
         evaluator = EvaluationPlugin(loggers=[])
     common: dict[str, Any] = dict(

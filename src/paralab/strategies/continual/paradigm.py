@@ -82,6 +82,12 @@ class Continual(Paradigm):
         task = build_task(config, data)
         check_scenario(self.cfg, len(task.incremental_classes()), task)
         check_method(self.cfg, task.name, task.makes_inputs)
+        if self.cfg.epochs is not None and self.cfg.iterations is not None:
+            raise ConfigError(
+                f"paradigm.epochs={self.cfg.epochs} and paradigm.iterations="
+                f"{self.cfg.iterations}: a budget per experience is one or the other. Set "
+                "paradigm.epochs=null (iterations) or paradigm.iterations=null (epochs)"
+            )
         check_device(config.trainer)
 
     def run(self, ctx: RunContext) -> dict[str, float]:

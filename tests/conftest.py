@@ -14,6 +14,26 @@ quiet()
 
 
 @pytest.fixture
+def refuses(tmp_path):
+    """``refuses(experiment, overrides, message)``: running the experiment with the overrides
+    is a ConfigError whose message holds ``message`` (literal text), raised before the run's
+    output folder exists."""
+    import re
+
+    from paralab.errors import ConfigError
+    from paralab.platform.config import load
+    from paralab.platform.runner import execute
+
+    def check(experiment: str, overrides: list[str], message: str) -> None:
+        out = tmp_path / "refused-runs"
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            execute(load(experiment, [*overrides, f"output_dir={out}"]))
+        assert not out.exists()
+
+    return check
+
+
+@pytest.fixture
 def out_dir(tmp_path):
     """An output_dir override that keeps run folders inside the test's tmp folder."""
     return f"output_dir={tmp_path / 'runs'}"

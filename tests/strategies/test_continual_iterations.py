@@ -3,13 +3,11 @@ many batches it holds, and the next experience gets its own budget."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 
-from paralab.errors import ConfigError
 from paralab.platform.config import load
 from paralab.platform.models import InputSpec
-from paralab.platform.runner import build_model, build_task, execute, load_data
+from paralab.platform.runner import build_model, build_task, load_data
 from paralab.platform.tasks.optim import build_optimizer
 from paralab.strategies.continual import engine
 from paralab.strategies.continual.scenarios import stream_for
@@ -52,10 +50,6 @@ def test_a_budget_over_several_epochs_runs_as_many_epochs_as_it_needs():
         assert e == -(-50 // -(-n // 32)) and e > 1
 
 
-def test_epochs_and_iterations_together_are_refused_before_a_folder_exists(tmp_path):
-    out = tmp_path / "runs"
-    config = load("quickstart_continual", [*QUICK, "paradigm.epochs=2", "paradigm.iterations=10",
-                                           f"output_dir={out}"])  # fmt: skip
-    with pytest.raises(ConfigError, match="a budget per experience is one or the other"):
-        execute(config)
-    assert not out.exists()
+def test_epochs_and_iterations_together_are_refused_before_a_folder_exists(refuses):
+    overrides = [*QUICK, "paradigm.epochs=2", "paradigm.iterations=10"]
+    refuses("quickstart_continual", overrides, "a budget per experience is one or the other")

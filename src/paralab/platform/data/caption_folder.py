@@ -21,37 +21,33 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from paralab.errors import ConfigError
-from paralab.platform.bounds import bounded, limits
-from paralab.platform.data.base import ClassificationData, DataConfig
+from paralab.platform.bounds import bounded
+from paralab.platform.data.base import ClassificationData
 from paralab.platform.data.captions import PAD, build_caption_data
+from paralab.platform.data.image_files import (
+    ImageFilesConfig,
+    UnreadableImage,
+    image_tensor,
+    open_image,
+)
 from paralab.platform.data.registry import register_dataset
 
 CAPTION_FILES = ("captions.csv", "captions.jsonl")
 NO_LABEL = "image"  # the one class when no row has a label
 
 
-def _two(value: list[int], key: str) -> str | None:
-    return None if len(value) == 2 else f"must be [height, width]. Set e.g. {key}=[64,64]"
-
-
 @dataclass
-class CaptionFolderConfig(DataConfig):
+class CaptionFolderConfig(ImageFilesConfig):
     name: str = "caption_folder"
     path: str = "???"  # a folder with images and captions.csv or captions.jsonl
     test_path: str | None = None  # null: a seeded test_fraction of the images is the test split
-    test_fraction: float = bounded(0.2, gt=0, lt=1)  # unused with test_path
-    image_size: list[int] = field(
-        default_factory=lambda: [64, 64], metadata=limits(ge=1, check=_two)
-    )
-    channels: int = bounded(3, choices=(1, 3))  # 1: grey, 3: RGB
     batch_size: int = bounded(64, ge=1)
     eval_batch_size: int = bounded(256, ge=1)
 
@@ -142,14 +138,10 @@ def read_rows(key: str, folder: Path) -> list[Row]:
 
 
 def _open(where: str, file: Path):
-    from PIL import Image
-
     try:
-        image = Image.open(file)
-        image.load()
-    except (OSError, SyntaxError, ValueError) as error:  # PIL: unreadable or truncated
+        return open_image(file)
+    except UnreadableImage as error:
         raise _fail(where, f"{file} cannot be read as an image ({error})", "Replace it") from None
-    return image
 
 
 class Tables:
@@ -183,12 +175,10 @@ def load_split(
 ) -> tuple[torch.Tensor, list[list[int]]]:
     """Images (N, C, H, W) uint8 in the order first listed, and per image its class id followed
     by its caption indices."""
-    from PIL import Image
 
     order: dict[str, list[Row]] = {}
     for row in rows:
         order.setdefault(row.file, []).append(row)
-    height, width = cfg.image_size
     images, targets = [], []
     for name, its in order.items():
         labels = {tables.label(row) for row in its}
@@ -196,10 +186,8 @@ def load_split(
             names = sorted({str(row.label) for row in its})
             raise _fail(its[-1].where, f"the image {name} has the labels {names}",
                         "Give one label per image")  # fmt: skip
-        image = _open(its[0].where, folder / name).convert("L" if cfg.channels == 1 else "RGB")
-        array = np.array(image.resize((width, height), Image.BILINEAR))
         images.append(
-            torch.from_numpy(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
+            image_tensor(_open(its[0].where, folder / name), cfg.channels, cfg.image_size)
         )
         indices = list(dict.fromkeys(tables.caption(row.caption) for row in its))
         targets.append([labels.pop(), *indices])

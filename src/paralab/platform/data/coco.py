@@ -22,38 +22,34 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from paralab.errors import ConfigError
-from paralab.platform.bounds import bounded, limits
-from paralab.platform.data.base import ClassificationData, DataConfig
+from paralab.platform.bounds import bounded
+from paralab.platform.data.base import ClassificationData
 from paralab.platform.data.boxes import build_detection_data, pad_boxes
+from paralab.platform.data.image_files import (
+    ImageFilesConfig,
+    UnreadableImage,
+    image_tensor,
+    open_image,
+)
 from paralab.platform.data.registry import register_dataset
 
 TOLERANCE = 1.0  # pixels a box may stick out of its image before it is refused (else clipped)
 
 
-def _two(value: list[int], key: str) -> str | None:
-    return None if len(value) == 2 else f"must be [height, width]. Set e.g. {key}=[64,64]"
-
-
 @dataclass
-class COCOConfig(DataConfig):
+class COCOConfig(ImageFilesConfig):
     name: str = "coco"
     train_annotations: str = "???"  # a COCO instances json
     train_images: str = "???"  # the folder its images' file_name entries are relative to
     test_annotations: str | None = None  # null: a seeded test_fraction of the training images
     test_images: str | None = None
-    test_fraction: float = bounded(0.2, gt=0, lt=1)  # unused with test_annotations
-    image_size: list[int] = field(
-        default_factory=lambda: [64, 64], metadata=limits(ge=1, check=_two)
-    )
-    channels: int = bounded(3, choices=(1, 3))  # 1: grey, 3: RGB
     batch_size: int = bounded(32, ge=1)
     eval_batch_size: int = bounded(256, ge=1)
 
@@ -149,16 +145,12 @@ def _box(key: str, file: Path, ann: dict[str, Any], size: tuple[int, int]) -> li
 
 
 def _open(key: str, file: Path):
-    from PIL import Image
-
     try:
-        image = Image.open(file)
-        image.load()
-    except (OSError, SyntaxError, ValueError) as error:  # PIL: unreadable or truncated
+        return open_image(file)
+    except UnreadableImage as error:
         raise _fail(
             key, file, f"cannot be read as an image ({error})", "Replace that file"
         ) from None
-    return image
 
 
 def read_coco(cfg: COCOConfig, split: str) -> Split:
@@ -229,7 +221,6 @@ def read_coco(cfg: COCOConfig, split: str) -> Split:
 
 def load_images(split: Split, cfg: COCOConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, C, H, W) uint8 resized to ``cfg.image_size``, boxes scaled alike (N, K, 5)."""
-    from PIL import Image
 
     key, file = split.key, split.file
     height, width = cfg.image_size
@@ -244,11 +235,7 @@ def load_images(split: Split, cfg: COCOConfig) -> tuple[torch.Tensor, torch.Tens
                 f"(WxH) but 'images' says {size[0]}x{size[1]}",
                 "Fix width/height there, or the image",
             )  # fmt: skip
-        image = image.convert("L" if cfg.channels == 1 else "RGB")
-        array = np.array(image.resize((width, height), Image.BILINEAR))
-        pixels.append(
-            torch.from_numpy(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
-        )
+        pixels.append(image_tensor(image, cfg.channels, cfg.image_size))
         scale = [width / size[0], height / size[1]] * 2
         box = torch.tensor(boxes, dtype=torch.float64).reshape(-1, 5)
         box[:, 1:] = (box[:, 1:] * torch.tensor(scale, dtype=torch.float64)).clamp(

@@ -28,6 +28,7 @@ from paralab.platform.data.base import (
     DataConfig,
     build_segmentation_data,
 )
+from paralab.platform.data.image_files import UnreadableImage, open_image
 from paralab.platform.data.registry import register_dataset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -116,17 +117,12 @@ def pair_files(folder: Path) -> list[tuple[Path, Path]]:
 
 
 def _open(file: Path):
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        image = Image.open(file)
-        image.load()
-    except (OSError, SyntaxError, ValueError) as error:  # PIL: unreadable or truncated
-        why = "not an image PIL can read" if isinstance(error, UnidentifiedImageError) else error
+        return open_image(file)
+    except UnreadableImage as why:
         raise ParalabError(
             f"data.path: cannot read {file} ({why}). Remove or replace that file"
         ) from None
-    return image
 
 
 def read_pair(

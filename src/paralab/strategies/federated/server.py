@@ -103,6 +103,7 @@ class ServerLoop:
         self.created = time.perf_counter()
         self.first_error: str | None = None
         self.stopped_at: str = ""
+        self.round = 0  # the round in progress (the hooks read it)
 
     def _send(self, grid: OrderedGrid, messages: list, phase: str, rnd: int) -> tuple[list, list]:
         left = self.deadline - time.monotonic()
@@ -174,6 +175,7 @@ class ServerLoop:
             self.ctx.tracker.log_metrics(self.evaluate(self.arrays, full=False), step=0)
         for rnd in range(start, self.cfg.rounds + 1):
             t0 = time.perf_counter()
+            self.round = rnd
             if rnd == start:  # Ray, the engine and the server's set-up, before any client work
                 self.state.startup_s = t0 - self.created
             random.seed(client_seed(seed, rnd, 0, salt=5))

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from paralab.errors import ConfigError
+from paralab.platform.tasks.base import to_device
 
 #: strategies that keep their own global weights or moments between rounds
 STATEFUL = ("fedavgm", "fedadam", "fedyogi", "fedadagrad")
@@ -68,7 +69,7 @@ def client_prototypes(state: Any, dataset: Any, index: torch.Tensor) -> dict[str
     model.eval()
     with torch.no_grad():
         for start in range(0, len(index), size):
-            x, y = task.unpack(_to(task.fetch(dataset, index[start : start + size]), device))
+            x, y = task.unpack(to_device(task.fetch(dataset, index[start : start + size]), device))
             features = model.forward_features(x).double().cpu()
             y = y.cpu()
             if total is None:
@@ -81,12 +82,6 @@ def client_prototypes(state: Any, dataset: Any, index: torch.Tensor) -> dict[str
     if total is None:
         return {"count": count}
     return {"count": count, "sum": total, "sumsq": sumsq}
-
-
-def _to(batch, device):
-    from paralab.platform.tasks.base import to_device
-
-    return to_device(batch, device)
 
 
 class PrototypeStep:

@@ -47,12 +47,11 @@ class ContinualServerLoop(ServerLoop):
     ) -> None:
         super().__init__(*args)
         self.schedule, self.store, self.server_step = schedule, store, server_step
-        self.client_scorer, self.round = client_scorer, 0
+        self.client_scorer = client_scorer
 
     def round_config(self, rnd: int):
         from flwr.app import ConfigRecord
 
-        self.round = rnd
         return ConfigRecord({"phase": self.schedule.phase(rnd)})
 
     def before_send(self, messages: list, grid: Any) -> dict[str, float]:

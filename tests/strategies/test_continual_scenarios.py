@@ -51,6 +51,30 @@ def test_task_incremental_has_task_labels_and_local_labels():
         assert sorted(set(exp.test.targets.tolist())) == [0, 1]
 
 
+def test_split_domain_holds_class_pairs_with_local_labels_and_no_task_label():
+    """van de Ven & Tolias's split MNIST Domain-IL: "first or second digit of its pair"."""
+    data = digits()
+    stream = build_stream(data.train, data.test, 10, "domain", 5, None, "split")
+    assert [e.classes for e in stream] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    for exp in stream:
+        assert exp.task_label == 0
+        assert sorted(set(exp.train.targets.tolist())) == [0, 1]
+        first = torch.isin(data.train.targets, torch.tensor(exp.classes[:1]))
+        assert (exp.train.targets == 0).sum() == first.sum()
+
+
+def test_a_split_domain_run_trains_one_head_of_two_outputs(out_dir):
+    from paralab.platform.runner import execute
+
+    summary = execute(load("quickstart_continual", [
+        "tracking.wandb=disabled", "trainer.progress_bar=false", "paradigm.scenario=domain",
+        "paradigm.domain_shift=split", "paradigm.iterations=20", "paradigm.epochs=null", out_dir,
+    ]))  # fmt: skip
+    metrics = summary["metrics"]
+    assert summary["status"] == "completed"
+    assert metrics["test/acc"] > 0.6  # two outputs: chance is 0.5
+
+
 def test_permuted_domain_keeps_labels_and_permutes_pixels():
     data = digits()
     stream = build_stream(data.train, data.test, 10, "domain", 3, 0, "permuted")

@@ -26,6 +26,7 @@ def rows_of(summaries: list[dict[str, Any]], columns: list[str]) -> list[dict[st
             "model": s["model"],
             "dataset": s["dataset"],
             **{c: metrics.get(c) for c in columns},
+            "published": s.get("published"),
             "wall_time_s": s.get("wall_time_s"),
             "status": s.get("status"),
             "run_dir": s.get("run_dir"),
@@ -34,20 +35,29 @@ def rows_of(summaries: list[dict[str, Any]], columns: list[str]) -> list[dict[st
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    head = ["run", "paradigm", "strategy", "model", "dataset", *columns, "wall time (s)"]
+    """One row per run; a ``published`` column (the paper's figure for the first column) after
+    the metrics when any run has one."""
+    published = any(r.get("published") is not None for r in rows)
+    head = ["run", "paradigm", "strategy", "model", "dataset", *columns]
+    head += [f"published {columns[0]}"] if published and columns else []
+    head.append("wall time (s)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["name"], r["paradigm"], r["strategy"], r["model"], r["dataset"]]
         cells += [_fmt(r.get(c)) for c in columns]
+        cells += [_fmt(r.get("published"))] if published and columns else []
         cells.append(_fmt(r.get("wall_time_s"), 1))
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
-    return (
-        "—" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-    )
+    """A cell: "—" for none, counts (rounds, images) as whole numbers, other floats rounded."""
+    if value is None:
+        return "—"
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 2:
+        return str(int(value))
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
 def write_comparison(
@@ -59,11 +69,14 @@ def write_comparison(
     columns = list(dict.fromkeys([compare.metric, *compare.columns]))
     rows = rows_of(summaries, columns)
     payload = {"suite": suite, "metric": compare.metric, "columns": columns, "rows": rows}
+    if compare.published:
+        payload["published"] = compare.published
     if compare.label_curve:
         payload["label_curve"] = label_curve(summaries, compare.label_curve, compare.metric)
     write_json(folder / "comparison.json", payload)
     table = markdown_table(rows, columns)
-    (folder / "comparison.md").write_text(f"# {suite}\n\n{table}")
+    source = f"Published figures: {compare.published}.\n\n" if compare.published else ""
+    (folder / "comparison.md").write_text(f"# {suite}\n\n{source}{table}")
     plot_bars(rows, compare.metric, folder / "accuracy.png")
     if compare.curve:
         plot_curves(rows, compare.curve, compare.curve_x, folder / "curves.png")

@@ -5,8 +5,11 @@ A suite is ``configs/benchmark/<name>.yaml``::
     description: one line
     overrides: [trainer.max_epochs=5]      # for every run
     runs:
-      - {name: offline, experiment: digits_supervised, overrides: []}
-    compare: {metric: test/acc, columns: [test/acc], curve: val/acc}
+      - {name: offline, experiment: digits_supervised, overrides: [], published: 0.99}
+    compare: {metric: test/acc, columns: [test/acc], curve: val/acc, published: "Paper, Table 2"}
+
+A reproduction suite gives each run the paper's figure for the headline metric (``published``)
+and its source (``compare.published``); the comparison shows them beside paralab's.
 
 The user's ``key=value`` overrides apply to every run, last, so ``model=vit`` swaps the model
 in all of them. An override value ``@<run>`` is the folder of an earlier run of the suite
@@ -48,6 +51,7 @@ class SuiteRun:
     name: str = "???"
     experiment: str = "???"
     overrides: list[str] = field(default_factory=list)
+    published: float | None = None  # the paper's figure for compare.metric
 
 
 @dataclass
@@ -70,6 +74,7 @@ class Comparison:
     curve: str | None = "val/acc"
     curve_x: str = "epoch"
     label_curve: LabelCurve | None = None
+    published: str | None = None  # where the runs' published figures come from
 
 
 @dataclass
@@ -250,6 +255,8 @@ def _run_each(folder: Path, name: str, runs, configs, datasets, refs) -> list[di
             config.plain.update(output_dir=str(folder), name=run.name)
             summary = execute(config, data=datasets.get(repr(config.data)))
         summary["run"] = run.name
+        if run.published is not None:
+            summary["published"] = run.published
         summaries.append(summary)
     return summaries
 

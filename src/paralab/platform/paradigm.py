@@ -38,6 +38,10 @@ class Paradigm(ABC):
     task's loss or metric itself.
     """
 
+    #: how a user sets this paradigm's training budget in optimizer steps, when it does not
+    #: read ``trainer.max_steps`` (Lightning's); None: it reads it
+    step_budget: str | None = "no step budget: it trains by epochs"
+
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from paralab.errors import ParalabError, RunFailedError, RunFolderError
+from paralab.errors import ConfigError, ParalabError, RunFailedError, RunFolderError
 from paralab.platform import tracking
 from paralab.platform.checkpoints import check_checkpoints
 from paralab.platform.config import ResolvedConfig, load_saved
@@ -156,6 +156,12 @@ def prepare(config: ResolvedConfig, data: ClassificationData | None = None):
         check_probe(config, data, after_run=True)
     build_model(config, InputSpec(data.in_channels, data.image_size, data.num_classes), task=task)
     paradigm = PARADIGMS.get(config.paradigm.name).obj(config.paradigm)
+    if config.trainer.max_steps is not None and paradigm.step_budget is not None:
+        raise ConfigError(
+            f"trainer.max_steps={config.trainer.max_steps} is Lightning's step budget, which "
+            f"paradigm={config.paradigm.name} does not read ({paradigm.step_budget}). Set "
+            "trainer.max_steps=null"
+        )
     paradigm.check(config, data)
     return data, paradigm
 

@@ -138,6 +138,7 @@ class TrainerConfig:
     """Lightning Trainer options; continual and federated paradigms read epochs and device."""
 
     max_epochs: int = bounded(5, ge=1)
+    max_steps: int | None = bounded(None, ge=1)  # optimizer steps instead of epochs (supervised)
     accelerator: str = bounded("auto", choices=ACCELERATORS, check=_accelerator_check,
                                hint=" (Lightning's accelerators)")  # fmt: skip
     devices: Any = field(default=1, metadata=limits(check=_devices_check))

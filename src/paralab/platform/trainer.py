@@ -130,7 +130,28 @@ class EpochLine(Callback):
         if not trainer.is_global_zero:
             return
         text = "  ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items()))
-        say(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {text}")
+        say(f"{where(trainer)}  {text}")
+
+
+def where(trainer) -> str:
+    """``epoch 3/5``, or under a step budget ``epoch 3, step 1200/2000``."""
+    if trainer.max_steps > 0:
+        return f"epoch {trainer.current_epoch + 1}, step {trainer.global_step}/{trainer.max_steps}"
+    return f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+
+
+class StepBudget(Callback):
+    """``trainer.max_steps``: stop the fit *through* ``should_stop`` at the budget's last step.
+
+    Lightning ends a fit that reaches ``max_steps`` in the middle of an epoch without validating
+    it, so the best-epoch checkpoint and ``val/*`` would describe the model of the epoch before.
+    Asking it to stop at that step instead validates the final model first, as an early stop
+    does, and lets the module log the partial epoch's training metrics.
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True
 
 
 class DivergenceCheck(Callback):
@@ -165,8 +186,7 @@ class DivergenceCheck(Callback):
         from paralab.platform.divergence import check_finite
 
         if self._total is not None:
-            where = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
-            check_finite({"train/loss": float(self._total)}, where=where)
+            check_finite({"train/loss": float(self._total)}, where=where(trainer))
 
 
 class CountTestImages(Callback):
@@ -215,6 +235,8 @@ def build_trainer(
     """The Trainer for ``cfg``; with ``checkpoints``, the best epoch by ``monitor`` is kept."""
     show_bar = sys.stderr.isatty() if cfg.progress_bar is None else cfg.progress_bar
     all_callbacks: list[Callback] = [RngStateInCheckpoint(), DivergenceCheck()]
+    if cfg.max_steps:
+        all_callbacks.append(StepBudget())
     if not show_bar:
         all_callbacks.append(EpochLine())
     if checkpoints and tracker is not None:
@@ -223,7 +245,8 @@ def build_trainer(
         )
     all_callbacks += callbacks or []
     options: dict[str, Any] = dict(
-        max_epochs=cfg.max_epochs,
+        max_epochs=-1 if cfg.max_steps else cfg.max_epochs,  # a step budget: epochs unbounded
+        max_steps=cfg.max_steps or -1,
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         strategy=cfg.strategy,

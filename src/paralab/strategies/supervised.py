@@ -38,6 +38,8 @@ class SupervisedConfig(ParadigmConfig):
 class Supervised(Paradigm):
     """Train on all data at once (Lightning Trainer), then evaluate on the test split."""
 
+    step_budget = None  # trainer.max_steps: Lightning's own
+
     def check(self, config, data) -> None:
         """Build the Trainer once, without loggers or checkpoints (it writes nothing): settings
         Lightning refuses (a strategy without its GPU or package, CPU device ids) surface here."""

@@ -26,6 +26,8 @@ class UntrainedConfig(ParadigmConfig):
 class Untrained(Paradigm):
     """Test the model as built (random weights, or ``model.init_from``); train nothing."""
 
+    step_budget = "it trains nothing"
+
     def run(self, ctx: RunContext) -> dict[str, float]:
         import torch
 

@@ -68,7 +68,8 @@ class TaskModule(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # the epoch's train metrics, logged with its last batch: callbacks' epoch-end hooks
         # (the epoch line) run before this module's, and would show the previous epoch's
-        if batch_idx + 1 >= self.trainer.num_training_batches:
+        # (or with the step that ends a trainer.max_steps budget: StepBudget stops the fit there)
+        if batch_idx + 1 >= self.trainer.num_training_batches or self.trainer.should_stop:
             self._log_metrics("train")
 
     def on_validation_epoch_end(self) -> None:
@@ -80,8 +81,12 @@ class TaskModule(L.LightningModule):
     def configure_optimizers(self):
         optimizer = build_optimizer(self.model.parameters(), self.optim)
         trainer = self.trainer
-        steps = max(1, int(trainer.estimated_stepping_batches) // max(1, trainer.max_epochs))
-        scheduler = build_scheduler(optimizer, self.optim, trainer.max_epochs, steps)
+        if trainer.max_steps > 0:  # a step budget: the schedule runs over it as one epoch
+            epochs, steps = 1, trainer.max_steps
+        else:
+            epochs = trainer.max_epochs
+            steps = max(1, int(trainer.estimated_stepping_batches) // max(1, epochs))
+        scheduler = build_scheduler(optimizer, self.optim, epochs, steps)
         if scheduler is None:
             return optimizer
         return {

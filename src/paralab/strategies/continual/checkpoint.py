@@ -1,4 +1,6 @@
-"""One checkpoint after every experience: the strategy's state, the RNGs and the results so far.
+"""One checkpoint after every experience: the strategy's state, the RNGs and the results so far;
+and one after every epoch inside an experience (``continual-within.pt``), so that a long
+experience (the papers' budgets, CIFAR epochs) resumes where it stopped, not at its start.
 
 The file holds tensors and plain types only and is read with ``torch.load(weights_only=True)``:
 a run folder can come from anywhere (a colleague, a download), and a pickled object in it would
@@ -22,6 +24,7 @@ from paralab.errors import RunFolderError
 from paralab.platform.checkpoints import CHECKPOINT_REMEDY, unreadable
 
 FILE = "continual.pt"
+WITHIN = "continual-within.pt"  # the experience in progress, after its last finished epoch
 FORMAT = 2  # 1: the strategy pickled with dill (refused now: it could run code)
 REMEDY = CHECKPOINT_REMEDY
 
@@ -69,23 +72,39 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save(folder: Path, strategy: Any, progress: Progress) -> None:
-    """Write atomically: an interrupted save leaves the previous checkpoint intact."""
+    """Write atomically: an interrupted save leaves the previous checkpoint intact. The file of
+    the experience in progress is removed once its experience is saved whole."""
+    _write(folder / FILE, {**_strategy_payload(strategy), "progress": asdict(progress)})
+    (folder / WITHIN).unlink(missing_ok=True)
+
+
+def save_within(folder: Path, strategy: Any, experience: int) -> None:
+    """The strategy in the middle of ``experience`` (an index into the run's experiences; 0 for
+    joint training), after an epoch; read back by :func:`load_within`."""
+    epochs = strategy.clock.train_exp_epochs
+    _write(folder / WITHIN, {**_strategy_payload(strategy), "experience": experience,
+                             "epochs": epochs})  # fmt: skip
+
+
+def _strategy_payload(strategy: Any) -> dict[str, Any]:
     from paralab.strategies.continual import state
 
-    folder.mkdir(parents=True, exist_ok=True)
     names = {id(p): n for n, p in strategy.model.named_parameters()}
     optimizer = strategy.optimizer
     order = [[names[id(p)] for p in group["params"]] for group in optimizer.param_groups]
-    payload = {
+    return {
         "format": FORMAT,
         "strategy": state.encode(strategy),
-        "progress": asdict(progress),
         "rng": rng_state(),
         "optimizer": {"state": optimizer.state_dict(), "params": order},
     }
-    tmp = folder / (FILE + ".tmp")
+
+
+def _write(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
-    tmp.replace(folder / FILE)
+    tmp.replace(path)
 
 
 def read(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -133,6 +152,40 @@ def load(
             f"continual checkpoint {path} does not fit this run's strategy ({error}). {REMEDY}"
         ) from None
     return progress
+
+
+def load_within(
+    folder: Path, experience: int, device: torch.device | str = "cpu"
+) -> dict[str, Any] | None:
+    """The saved middle of ``experience`` (the next one to train), if any: a file left from an
+    earlier experience (a stop between the two saves) is ignored."""
+    path = folder / WITHIN
+    if not path.is_file():
+        return None
+    payload = read(path, device)
+    return payload if payload.get("experience") == experience else None
+
+
+def restore_within(
+    strategy: Any,
+    payload: dict[str, Any],
+    make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
+    train_datasets: Sequence[Any],
+) -> None:
+    """Write a :func:`save_within` payload into ``strategy``: its state, optimizer and RNGs."""
+    from paralab.strategies.continual import state
+
+    device = strategy.device
+    try:
+        state.restore(strategy, payload["strategy"], train_datasets)
+        strategy.device = device
+        strategy.optimizer = _optimizer(strategy, payload["optimizer"], make_optimizer)
+        set_rng_state(payload["rng"])
+    except (state.StateError, KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
+        raise RunFolderError(
+            f"continual checkpoint {WITHIN} does not fit this run's strategy ({error}). Delete "
+            f"it to restart the experience from its beginning. {REMEDY}"
+        ) from None
 
 
 def _optimizer(strategy: Any, saved: dict[str, Any], make_optimizer) -> torch.optim.Optimizer:

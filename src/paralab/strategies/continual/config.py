@@ -17,7 +17,7 @@ class ContinualConfig(ParadigmConfig):
     scenario: str = "class"  # class | task | domain
     n_experiences: int = bounded(5, ge=1)
     class_order_seed: int | None = bounded(0, ge=0)  # null: natural order; domain: permutation
-    domain_shift: str = "permuted"  # domain scenario only: permuted | rotated
+    domain_shift: str = "permuted"  # domain scenario only: permuted | rotated | split
     strategy: str = "naive"
     plugins: list[str] = field(default_factory=list)
     epochs: int | None = bounded(None, ge=1)  # per experience; null: trainer.max_epochs

@@ -6,7 +6,6 @@ Imported only inside :meth:`Continual.run` (Avalanche's import costs seconds), s
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,6 @@ import torch
 from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
 from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
 from avalanche.benchmarks.scenarios.task_aware import with_task_labels
-from avalanche.core import SupervisedPlugin
 from avalanche.models import MultiTaskModule, avalanche_forward
 from avalanche.training import plugins as avl_plugins
 from avalanche.training.plugins import EvaluationPlugin
@@ -29,10 +27,15 @@ from paralab.platform.data.base import make_loader
 from paralab.platform.schema import OptimConfig
 from paralab.platform.tasks import Task
 from paralab.platform.tasks.evaluate import evaluate as evaluate_task
-from paralab.platform.tasks.optim import build_scheduler
-from paralab.strategies.continual.avalanche_compat import clear_stop, taskaware_dataset
+from paralab.strategies.continual.avalanche_compat import taskaware_dataset
 from paralab.strategies.continual.config import ContinualConfig
 from paralab.strategies.continual.fastdata import FastDataMixin, PerItem, TaskLabelled
+from paralab.strategies.continual.hooks import (
+    ConfigSchedule,
+    IterationBudget,
+    LossWatch,
+    WithinExperience,
+)
 from paralab.strategies.continual.methods import PLUGINS, STRATEGIES
 from paralab.strategies.continual.scenarios import Experience
 from paralab.strategies.continual.state import with_ids
@@ -68,75 +71,6 @@ class MultiHead(MultiTaskModule):
 
     def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
         return self.heads[int(task_label)](self.backbone(x))
-
-
-class ConfigSchedule(SupervisedPlugin):
-    """The run's ``optim`` schedule, restarted at every experience over its epochs (or over
-    its ``iterations``, which then count as one epoch of the schedule)."""
-
-    def __init__(self, cfg: OptimConfig, epochs: int, iterations: int | None = None) -> None:
-        super().__init__()
-        self.cfg, self.epochs, self.iterations, self.scheduler = cfg, epochs, iterations, None
-
-    def before_training_epoch(self, strategy, **kwargs):
-        if strategy.clock.train_exp_epochs == 0:
-            for group in strategy.optimizer.param_groups:
-                group["lr"] = group["initial_lr"] = self.cfg.lr
-            epochs, steps = (1, self.iterations) if self.iterations else (self.epochs, 0)
-            steps = steps or len(strategy.dataloader)
-            self.scheduler = build_scheduler(strategy.optimizer, self.cfg, epochs, steps)
-
-    def after_training_iteration(self, strategy, **kwargs):
-        if self.scheduler is not None:
-            self.scheduler.step()
-
-    def after_training_exp(self, strategy, **kwargs):
-        self.scheduler = None  # rebuilt next experience (not saved in checkpoints)
-
-
-class IterationBudget(SupervisedPlugin):
-    """``paradigm.iterations`` optimizer steps per experience, the budget continual-learning
-    papers give (van de Ven & Tolias 2019: 2,000 per task, batch 128): the experience runs as
-    many epochs as cover them (the last one cut short), whatever its size."""
-
-    def __init__(self, iterations: int) -> None:
-        super().__init__()
-        self.iterations, self.done = iterations, 0
-
-    def before_training_exp(self, strategy, **kwargs):
-        self.done = 0
-        strategy.train_epochs = math.ceil(self.iterations / max(1, len(strategy.dataloader)))
-
-    def after_training_iteration(self, strategy, **kwargs):
-        self.done += 1
-        if self.done >= self.iterations:
-            strategy.stop_training()
-
-    def after_training_exp(self, strategy, **kwargs):
-        clear_stop(strategy)
-
-
-class LossWatch(SupervisedPlugin):
-    """The mean training loss of the current experience, for the divergence check.
-
-    Summed as a tensor (no host sync per iteration); read once per experience.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.total, self.count = None, 0
-
-    def before_training_exp(self, strategy, **kwargs):
-        self.total, self.count = None, 0
-
-    def after_training_iteration(self, strategy, **kwargs):
-        loss = strategy.loss.detach()
-        self.total = loss if self.total is None else self.total + loss
-        self.count += 1
-
-    @property
-    def mean(self) -> float:
-        return float(self.total) / self.count if self.count else 0.0
 
 
 class TaskDriven:
@@ -211,11 +145,11 @@ def build_strategy(
     if task.makes_inputs:
         cls = type(cls.__name__, (TaskDriven, cls), {"task": task})
     fast = (
-        cls
+        type(cls.__name__, (WithinExperience, cls), {})
         if not fast_data
         else type(
             f"Fast{cls.__name__}",
-            (FastDataMixin, cls),
+            (WithinExperience, FastDataMixin, cls),
             {
                 "avalanche_class": cls,
                 "loader_seed": seed,

@@ -54,16 +54,27 @@ def check_scenario(cfg: ContinualConfig, num_classes: int, task: Task | None = N
             f"paradigm.scenario={cfg.scenario} does not apply to task={task.name}: choose one "
             f"of {', '.join(task.scenarios)}"
         )
-    if cfg.scenario != "domain" and cfg.n_experiences > num_classes:
+    split = cfg.scenario != "domain" or cfg.domain_shift == "split"
+    if split and cfg.n_experiences > num_classes:
         raise ConfigError(
             f"paradigm.n_experiences={cfg.n_experiences} exceeds the dataset's {num_classes} "
             f"classes: a {cfg.scenario}-incremental experience needs at least one class"
         )
-    if cfg.scenario == "task" and num_classes % cfg.n_experiences:
+    if local_outputs(cfg, num_classes) is not None and num_classes % cfg.n_experiences:
+        what = "one head each" if cfg.scenario == "task" else "one head for every experience"
         raise ConfigError(
-            f"paradigm.n_experiences={cfg.n_experiences}: the task scenario needs equal tasks "
-            f"(one head each); pick a divisor of the {num_classes} classes"
+            f"paradigm.n_experiences={cfg.n_experiences}: the {cfg.scenario} scenario "
+            f"(domain_shift={cfg.domain_shift}) needs equal class slices ({what}); pick a "
+            f"divisor of the {num_classes} classes"
         )
+
+
+def local_outputs(cfg: ContinualConfig, num_classes: int) -> int | None:
+    """The outputs of a head that numbers each experience's classes 0..k-1 (the task scenario's
+    heads; the split domain scenario's one head), or None where the head has every class."""
+    if cfg.scenario == "task" or (cfg.scenario == "domain" and cfg.domain_shift == "split"):
+        return num_classes // cfg.n_experiences
+    return None
 
 
 @register_paradigm("continual", config=ContinualConfig)
@@ -71,6 +82,7 @@ class Continual(Paradigm):
     """Learn a stream of experiences with an Avalanche strategy; report the accuracy matrix."""
 
     cfg: ContinualConfig
+    step_budget = "a continual run's budget is per experience: paradigm.iterations=N"
 
     @property
     def strategy(self) -> str:
@@ -98,12 +110,14 @@ class Continual(Paradigm):
         epochs = cfg.epochs or config.trainer.max_epochs
         # joint: all classes seen, all labelled
         stream = stream_for(cfg, data, task, background_shift=cfg.strategy != "joint")
+        per_experience = local_outputs(cfg, data.num_classes)
         model = ctx.build_model(
-            channels_last=config.trainer.channels_last and takes_channels_last(cfg)
+            per_experience, channels_last=config.trainer.channels_last and takes_channels_last(cfg)
         )
         if cfg.scenario == "task":
-            per_task = data.num_classes // cfg.n_experiences
-            model = engine.MultiHead(model.backbone, model.num_features, len(stream), per_task)
+            model = engine.MultiHead(
+                model.backbone, model.num_features, len(stream), per_experience
+            )
         device = resolve_device(config.trainer)
         strategy = engine.build_strategy(
             cfg,
@@ -121,16 +135,21 @@ class Continual(Paradigm):
         benchmark = engine.to_benchmark(stream, task)
         folder = ctx.tracker.checkpoint_dir
         progress = checkpoint.Progress()
+        datasets = [exp.dataset for exp in benchmark.train_stream]
+
+        def make_optimizer(params):
+            return build_optimizer(params, config.optim)
+
         if ctx.resuming:
-            progress = checkpoint.load(
-                folder,
-                strategy,
-                device,
-                lambda params: build_optimizer(params, config.optim),
-                [exp.dataset for exp in benchmark.train_stream],
+            progress = checkpoint.load(folder, strategy, device, make_optimizer, datasets)
+            self._resume_within(strategy, folder, progress, device, make_optimizer, datasets)
+        if config.tracking.checkpoints:
+            strategy.on_epoch_end = lambda s: checkpoint.save_within(
+                folder, s, progress.next_experience
             )
+        by_class = cfg.scenario != "domain" or per_experience is not None
         labels = [
-            f"{i}:" + ",".join(map(str, e.classes)) if cfg.scenario != "domain" else str(i)
+            f"{i}:" + ",".join(map(str, e.classes)) if by_class else str(i)
             for i, e in enumerate(stream)
         ]
         steps = [None] if cfg.strategy == "joint" else list(range(len(stream)))
@@ -163,11 +182,24 @@ class Continual(Paradigm):
         metrics["train_time_s"] = sum(progress.train_times)
         for j, value in enumerate(progress.matrix[-1]):
             metrics[f"test/{name}_exp{j}"] = value
-        if cfg.scenario != "task":  # a multi-head model needs task labels to predict
+        if per_experience is None:  # local labels are not the dataset's classes
             ctx.draw_predictions(self._in_data_labels(strategy.model, task), strategy.device)
         for i, seconds in enumerate(progress.train_times):
             metrics[f"train_time_s/exp{i}"] = seconds
         return metrics
+
+    def _resume_within(self, strategy, folder, progress, device, make_optimizer, datasets):
+        """Continue the next experience after its last saved epoch, if one was saved."""
+        within = checkpoint.load_within(folder, progress.next_experience, device)
+        if within is None:
+            return
+        say(
+            f"[continual {self.strategy}] continuing experience {progress.next_experience + 1} "
+            f"after its epoch {within['epochs']}"
+        )
+        strategy.resume_within(
+            lambda s: checkpoint.restore_within(s, within, make_optimizer, datasets)
+        )
 
     def _whole_test_split(self, strategy, test, task: Task, config) -> dict[str, float]:
         """The task's metrics on the whole test split, every class labelled, in the dataset's

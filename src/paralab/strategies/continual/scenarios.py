@@ -10,6 +10,10 @@ A scenario turns the train and test splits into ``n_experiences`` pairs of
   (0..k-1): one head per task.
 - ``domain``: every experience holds all classes; experience i permutes the pixels (a seeded
   permutation; experience 0 keeps the original images) or rotates the images by i*180/n degrees.
+  ``domain_shift=split`` is split MNIST's domain-incremental form (van de Ven & Tolias 2019):
+  the class slices of ``task``, labels local to the slice, but no task label and one head of
+  k outputs ("first or second digit of its pair"): the input distribution moves, the output
+  space stays.
 
 For masks (dense tasks), class-incremental follows Cermelli et al. (2020): experience i trains
 on the images that show a class of its slice, with only that slice labelled; every other pixel
@@ -36,7 +40,7 @@ from paralab.platform.data.base import InMemoryImages
 from paralab.platform.data.boxes import BoxImages, keep_classes, showing
 
 SCENARIOS = ("class", "task", "domain")
-DOMAIN_SHIFTS = ("permuted", "rotated")
+DOMAIN_SHIFTS = ("permuted", "rotated", "split")
 
 
 @dataclass
@@ -151,11 +155,15 @@ def class_split_stream(
     n_experiences: int,
     order: list[int],
     task_labels: bool,
+    local_labels: bool | None = None,
 ) -> list[Experience]:
-    """Class- (``task_labels=False``) or task-incremental experiences over ``order``."""
+    """Class- (``task_labels=False``) or task-incremental experiences over ``order``.
+    ``local_labels`` (default: as ``task_labels``) numbers each slice's classes 0..k-1; with
+    ``task_labels=False`` that is the split domain-incremental stream."""
+    local = task_labels if local_labels is None else local_labels
     stream = []
     for i, classes in enumerate(split_classes(order, n_experiences)):
-        if task_labels:
+        if local:
             relabel = {c: j for j, c in enumerate(classes)}
         else:
             relabel = {c: order.index(c) for c in classes}
@@ -252,9 +260,11 @@ def build_stream(
     """The experiences of ``scenario`` over the class ids ``classes`` (an int n: 0..n-1); see
     the module docstring for the label conventions. Targets of shape (N, H, W) are masks;
     ``background_shift`` applies to them, and to boxes."""
-    if scenario == "domain":
+    if scenario == "domain" and shift != "split":
         return domain_stream(train, test, n_experiences, shift, order_seed or 0)
     order = class_order(classes, order_seed)
+    if scenario == "domain":  # split: class slices, local labels, one head
+        return class_split_stream(train, test, n_experiences, order, False, local_labels=True)
     if train.targets.ndim == 2:  # captions: the class id, then caption indices
         return concept_stream(train, test, n_experiences, order)
     if train.targets.ndim == 3:  # masks (N, H, W) or boxes (N, K, 5)

@@ -57,6 +57,9 @@ TRANSIENT = {
     "device",
     "evaluator",
     "_criterion",  # the task's loss, given again by the paradigm
+    "on_epoch_end",  # WithinExperience's hooks and bookkeeping, set again by the paradigm
+    "_restore",
+    "_total_epochs",
 }
 #: The strategy's map of the parameters it optimizes: saved as their names in the model.
 PARAMS = "optimized_param_id"

@@ -94,6 +94,7 @@ class FederatedConfig(ParadigmConfig):
     round_timeout_s: float = bounded(600.0, gt=0)  # replies later than this count as failed
     abort_after_failed_rounds: int = bounded(3, ge=1)  # consecutive rounds with no success
     target: float = bounded(0.85, ge=0, le=1)  # of test/<headline>: reported as rounds_to_<target>
+    stop_at_target: bool = False  # end the run at the first round that reaches the target
     centralized_eval: bool = True
     eval_subset: int | None = bounded(None, ge=1)  # test images per round (seeded); last: all
 
@@ -120,6 +121,12 @@ def check_config(cfg: FederatedConfig, num_train: int, num_classes: int) -> None
             f"paradigm.num_clients={cfg.num_clients}"
         )
     _check_partition(cfg, num_train, num_classes)
+    if cfg.stop_at_target and (not cfg.centralized_eval or cfg.eval_subset is not None):
+        raise ConfigError(
+            "paradigm.stop_at_target=true judges every round on the whole test split: set "
+            "paradigm.centralized_eval=true and paradigm.eval_subset=null (or stop_at_target="
+            "false)"
+        )
     res = cfg.client_resources
     if res.num_gpus > 1 and res.num_gpus != int(res.num_gpus):
         raise ConfigError("paradigm.client_resources.num_gpus above 1 must be a whole number")

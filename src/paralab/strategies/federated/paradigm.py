@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 class Federated(Paradigm):
     """Federated learning: clients train on their partitions, a Flower strategy aggregates."""
 
+    step_budget = "clients train paradigm.local_epochs per round, for paradigm.rounds rounds"
+
     @property
     def strategy(self) -> str:
         return self.cfg.strategy

@@ -174,6 +174,8 @@ class ServerLoop:
         if start == 1 and self.cfg.centralized_eval:
             self.ctx.tracker.log_metrics(self.evaluate(self.arrays, full=False), step=0)
         for rnd in range(start, self.cfg.rounds + 1):
+            if self._reached_target():
+                break
             t0 = time.perf_counter()
             self.round = rnd
             if rnd == start:  # Ray, the engine and the server's set-up, before any client work
@@ -229,6 +231,18 @@ class ServerLoop:
             )
             self._end_round(rnd, metrics, len(ok), len(failed))
 
+    def _reached_target(self) -> bool:
+        """``stop_at_target``: the last round's headline reached ``target`` (rounds-to-accuracy
+        experiments stop there; a resumed run that had reached it trains no further)."""
+        if not self.cfg.stop_at_target or not self.state.history:
+            return False
+        score = self.state.history[-1].get(f"test/{self.ctx.task.headline}")
+        if score is None or score < self.cfg.target:
+            return False
+        say(f"round {self.state.round}: test/{self.ctx.task.headline}={score:.4f} reached "
+            f"paradigm.target={self.cfg.target:g}; stopping (paradigm.stop_at_target)")  # fmt: skip
+        return True
+
     def _end_round(self, rnd: int, metrics: dict[str, float], ok: int, failed: int) -> None:
         s = self.state
         s.round, s.succeeded_total, s.failed_total = (
@@ -272,7 +286,7 @@ def final_metrics(state: LoopState, target: float, headline: str = "test/acc") -
         out[f"{stage}/best_{name}"] = max(a for a in scores if a is not None)
         reached = [i + 1 for i, a in enumerate(scores) if a is not None and a >= target]
         if reached:
-            out[f"rounds_to_{target:g}"] = float(reached[0])
+            out[f"rounds_to_{target:g}"] = out["rounds_to_target"] = float(reached[0])
     warm = [h["time/round_s"] for h in history[1:] if "time/round_s" in h]
     if warm:
         out["time/round_mean_s"] = sum(warm) / len(warm)

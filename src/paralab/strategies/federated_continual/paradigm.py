@@ -57,6 +57,11 @@ class FederatedContinual(Federated):
                 "rounds. Set paradigm.rounds=null (or to that), or change "
                 "paradigm.rounds_per_task"
             )
+        if cfg.stop_at_target:
+            raise ConfigError(
+                "paradigm.stop_at_target=true: a federated continual run trains every phase "
+                "(rounds_per_task x n_experiences rounds). Set paradigm.stop_at_target=false"
+            )
         if cfg.eval_subset is not None:
             raise ConfigError(
                 "paradigm.eval_subset: every round tests the global model on every "

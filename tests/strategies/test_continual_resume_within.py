@@ -28,15 +28,15 @@ def without_times(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if "time" not in k and "memory" not in k}
 
 
-def stop_inside_the_second_experience(monkeypatch) -> list[int]:
-    """Stop right after the first mid-experience save of the second experience; returns the
-    epochs at which mid-experience saves happened before the stop."""
+def stop_inside(experience: int, monkeypatch) -> list[int]:
+    """Stop right after the first mid-experience save of ``experience``; returns the epochs
+    done in that experience at each such save."""
     save_within, saved = checkpoint.save_within, []
 
-    def save_then_stop(folder, strategy, experience):
-        save_within(folder, strategy, experience)
-        saved.append(strategy.clock.train_exp_epochs)
-        if experience == 1:
+    def save_then_stop(folder, strategy, at):
+        save_within(folder, strategy, at)
+        if at == experience:
+            saved.append(strategy.clock.train_exp_epochs)
             raise KeyboardInterrupt
 
     monkeypatch.setattr(checkpoint, "save_within", save_then_stop)
@@ -61,22 +61,20 @@ def test_a_run_stopped_inside_an_experience_resumes_there_with_the_same_metrics(
     overrides = [*BASE, *budget, f"paradigm.strategy={strategy}", out_dir]
     whole = execute(load("quickstart_continual", overrides))
 
-    saved = stop_inside_the_second_experience(monkeypatch)
-    if strategy == "joint":  # one experience: stop at its first mid-experience save
-        monkeypatch.setattr(checkpoint, "save_within", _stop_at_first(checkpoint.save_within))
+    experience = 0 if strategy == "joint" else 1  # joint trains one experience
+    saved = stop_inside(experience, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         execute(load("quickstart_continual", overrides))
     monkeypatch.undo()
     stopped = sorted(Path(out_dir.split("=", 1)[1]).iterdir())[-1]
     assert (stopped / "checkpoints" / checkpoint.WITHIN).is_file()
-    if strategy != "joint":
-        assert saved[-1] == 1  # stopped after the first epoch of experience 2
+    assert saved == [1]  # stopped after the experience's first epoch
     capsys.readouterr()
 
     trained = count_epochs(monkeypatch)
     assert main(["run", "--resume", str(stopped)]) == 0
     # the resumed run's first epoch is the interrupted experience's second, not its first
-    assert trained[0] == (0 if strategy == "joint" else 1, 2)
+    assert trained[0] == (experience, 2)
     err = capsys.readouterr().err
     assert "continuing experience" in err and "after its epoch 1" in err
     resumed = _summary(stopped)
@@ -96,14 +94,6 @@ def count_epochs(monkeypatch) -> list[tuple[int, int]]:
 
     monkeypatch.setattr(engine.WithinExperience, "_after_training_epoch", record)
     return seen
-
-
-def _stop_at_first(save_within):
-    def save_then_stop(folder, strategy, experience):
-        save_within(folder, strategy, experience)
-        raise KeyboardInterrupt
-
-    return save_then_stop
 
 
 def test_a_within_file_left_from_an_earlier_experience_is_ignored(tmp_path):

@@ -135,23 +135,43 @@ def load(
 
     ``train_datasets`` are the stream's training experiences, from which buffers are cut again.
     """
-    from paralab.strategies.continual import state
-
     path = folder / FILE
     if not path.is_file():
         return Progress()
     payload = read(path, device)
+    restore(strategy, payload, make_optimizer, train_datasets, path)
+    try:
+        return Progress(**payload["progress"])
+    except (KeyError, TypeError) as error:
+        raise RunFolderError(f"continual checkpoint {path} has no usable progress ({error}). "
+                             f"{REMEDY}") from None  # fmt: skip
+
+
+def restore(
+    strategy: Any,
+    payload: dict[str, Any],
+    make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
+    train_datasets: Sequence[Any],
+    path: Path,
+) -> None:
+    """Write a :func:`save` or :func:`save_within` payload read from ``path`` into ``strategy``
+    (built fresh from the same config): its state, its optimizer and the RNGs."""
+    from paralab.strategies.continual import state
+
+    device = strategy.device
     try:
         state.restore(strategy, payload["strategy"], train_datasets)
         strategy.device = device
         strategy.optimizer = _optimizer(strategy, payload["optimizer"], make_optimizer)
         set_rng_state(payload["rng"])
-        progress = Progress(**payload["progress"])
     except (state.StateError, KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
+        within = (
+            " Delete it to restart the experience from its start." if path.name == WITHIN else ""
+        )
         raise RunFolderError(
-            f"continual checkpoint {path} does not fit this run's strategy ({error}). {REMEDY}"
+            f"continual checkpoint {path} does not fit this run's strategy ({error}).{within} "
+            f"{REMEDY}"
         ) from None
-    return progress
 
 
 def load_within(
@@ -164,28 +184,6 @@ def load_within(
         return None
     payload = read(path, device)
     return payload if payload.get("experience") == experience else None
-
-
-def restore_within(
-    strategy: Any,
-    payload: dict[str, Any],
-    make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
-    train_datasets: Sequence[Any],
-) -> None:
-    """Write a :func:`save_within` payload into ``strategy``: its state, optimizer and RNGs."""
-    from paralab.strategies.continual import state
-
-    device = strategy.device
-    try:
-        state.restore(strategy, payload["strategy"], train_datasets)
-        strategy.device = device
-        strategy.optimizer = _optimizer(strategy, payload["optimizer"], make_optimizer)
-        set_rng_state(payload["rng"])
-    except (state.StateError, KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
-        raise RunFolderError(
-            f"continual checkpoint {WITHIN} does not fit this run's strategy ({error}). Delete "
-            f"it to restart the experience from its beginning. {REMEDY}"
-        ) from None
 
 
 def _optimizer(strategy: Any, saved: dict[str, Any], make_optimizer) -> torch.optim.Optimizer:

@@ -23,9 +23,11 @@ class ConfigSchedule(SupervisedPlugin):
     def __init__(self, cfg: OptimConfig, epochs: int, iterations: int | None = None) -> None:
         super().__init__()
         self.cfg, self.epochs, self.iterations, self.scheduler = cfg, epochs, iterations, None
+        self.started = False  # this experience's schedule is built (a resumed run builds anew)
 
     def before_training_epoch(self, strategy, **kwargs):
-        if self.scheduler is None:  # an experience starts, or resumes in its middle
+        if not self.started:  # an experience starts, or resumes in its middle
+            self.started = True
             for group in strategy.optimizer.param_groups:
                 group["lr"] = group["initial_lr"] = self.cfg.lr
             epochs, steps = (1, self.iterations) if self.iterations else (self.epochs, 0)
@@ -42,7 +44,7 @@ class ConfigSchedule(SupervisedPlugin):
             self.scheduler.step()
 
     def after_training_exp(self, strategy, **kwargs):
-        self.scheduler = None  # rebuilt next experience (not saved in checkpoints)
+        self.scheduler, self.started = None, False  # rebuilt next experience (never saved)
 
 
 class IterationBudget(SupervisedPlugin):

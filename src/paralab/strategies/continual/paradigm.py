@@ -197,8 +197,9 @@ class Continual(Paradigm):
             f"[continual {self.strategy}] continuing experience {progress.next_experience + 1} "
             f"after its epoch {within['epochs']}"
         )
+        path = folder / checkpoint.WITHIN
         strategy.resume_within(
-            lambda s: checkpoint.restore_within(s, within, make_optimizer, datasets)
+            lambda s: checkpoint.restore(s, within, make_optimizer, datasets, path)
         )
 
     def _whole_test_split(self, strategy, test, task: Task, config) -> dict[str, float]:

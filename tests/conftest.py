@@ -40,3 +40,6 @@ def out_dir(tmp_path):
 
 
 FAST = ["trainer.max_epochs=2", "trainer.progress_bar=false", "tracking.wandb=disabled"]
+
+
+from tests.ray_cluster import two_node_cluster  # noqa: E402, F401 (a fixture for cluster tests)

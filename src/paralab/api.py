@@ -50,23 +50,30 @@ def bench(
     *,
     output_dir: str | None = None,
     only: Sequence[str] | None = None,
+    parallel: int | None = None,
+    ray_address: str | None = None,
 ) -> Path:
     """Run a benchmark suite (or its ``only`` runs); returns the folder with
-    ``comparison.json`` and the runs."""
+    ``comparison.json`` and the runs. ``parallel``: up to that many runs at once, each its own
+    process, on a local Ray or the cluster at ``ray_address`` (which alone means as many as
+    fit)."""
     from paralab.benchmarks.suite import run_suite
 
     show_on_stderr()
+    only = list(only) if only else None
+    return run_suite(suite, list(overrides), output_dir, only, parallel, ray_address)
 
-    return run_suite(suite, list(overrides), output_dir, list(only) if only else None)
 
-
-def resume_bench(bench_dir: str | Path) -> Path:
-    """Finish an interrupted suite folder: completed runs are kept, the others continued."""
+def resume_bench(
+    bench_dir: str | Path, parallel: int | None = None, ray_address: str | None = None
+) -> Path:
+    """Finish an interrupted suite folder: completed runs are kept, the others continued (in
+    parallel if the suite ran so, or if ``parallel`` / ``ray_address`` say so now)."""
     from paralab.benchmarks.suite import resume_suite
 
     show_on_stderr()
 
-    return resume_suite(bench_dir)
+    return resume_suite(bench_dir, parallel, ray_address)
 
 
 def probe(run_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:

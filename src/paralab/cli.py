@@ -43,6 +43,19 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--output-dir", help="where the suite folder goes (default: runs/bench)")
     bench.add_argument("--only", metavar="RUN[,RUN]", help="run only these runs of the suite")
     bench.add_argument(
+        "--parallel",
+        type=_positive,
+        metavar="N",
+        help="run up to N runs at once, each its own process placed by Ray (default: one after "
+        "another in this process)",
+    )
+    bench.add_argument(
+        "--ray-address",
+        metavar="HOST:PORT",
+        help="place the runs on this Ray cluster (default: $RAY_ADDRESS, else a local Ray); "
+        "implies --parallel",
+    )
+    bench.add_argument(
         "--resume", metavar="BENCH_DIR", help="finish an interrupted suite folder (skips done runs)"
     )
 
@@ -127,7 +140,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             )
         from paralab.api import resume_bench
 
-        print(resume_bench(args.resume))
+        print(resume_bench(args.resume, parallel=args.parallel, ray_address=args.ray_address))
         return 0
     if not args.suite:
         raise ParalabError("name a suite: paralab bench <suite> (paralab list benchmarks)")
@@ -140,9 +153,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         problem = output_dir_problem(args.output_dir, "--output-dir")
         if problem:
             raise ParalabError(f"--output-dir {args.output_dir}: {problem}")
-    folder = bench(args.suite, args.overrides, output_dir=args.output_dir, only=only)
+    folder = bench(args.suite, args.overrides, output_dir=args.output_dir, only=only,
+                   parallel=args.parallel, ray_address=args.ray_address)  # fmt: skip
     print(folder)
     return 0
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number of runs at once (1 or more)"
+        )
+    return int(text)
 
 
 def _only(suite: str, only: str | None) -> list[str] | None:
@@ -151,7 +173,7 @@ def _only(suite: str, only: str | None) -> list[str] | None:
         return None
     names = [n.strip() for n in only.split(",") if n.strip()]
     if not names:
-        from paralab.benchmarks.suite import load_suite
+        from paralab.benchmarks.suite_file import load_suite
 
         runs = ",".join(r.name for r in load_suite(suite).runs)
         raise ParalabError(

@@ -5,7 +5,7 @@ earlier run."""
 import pytest
 
 from paralab.benchmarks.references import check_references, deferred
-from paralab.benchmarks.suite import load_suite
+from paralab.benchmarks.suite_file import load_suite
 from paralab.platform.config import group_options, load
 
 

@@ -146,7 +146,7 @@ def test_label_curve_runs_must_be_runs_of_the_suite(suites, tmp_path, capsys):
 
 def test_label_curve_draws_only_the_runs_it_names(tmp_path):
     from paralab.benchmarks.compare import label_curve
-    from paralab.benchmarks.suite import LabelCurve
+    from paralab.benchmarks.suite_file import LabelCurve
 
     summaries = []
     for run, fraction, acc in (("pretrain", None, 0.9), ("scratch-10", 0.1, 0.5)):

@@ -75,6 +75,35 @@ def test_federated_measures_a_warm_round_and_leaves_no_ray_behind(tmp_path):
     assert not psutil.Process().children(recursive=True)
 
 
+def test_federated_beside_plain_flower_measures_both_against_the_same_ideal(tmp_path):
+    out = tmp_path / "federated.json"
+    federated.main(["--plain-flower", "--sizes", "40", "--clients", "2", "--rounds", "2",
+                    "--repeats", "1", "--output", str(out), "data=digits"])  # fmt: skip
+    figures = json.loads(out.read_text())
+    (row,) = figures["rows"]
+    for key in ("flower_warm_round_s", "flower_ratio", "flower_to_round1_s", "to_round1_s",
+                "flower_run_wall_s", "flower_process_wall_s"):  # fmt: skip
+        assert positive(row[key]), key
+    assert row["flower_ratio"] == pytest.approx(
+        row["flower_warm_round_s"] / row["ideal_parallel_s"]
+    )
+    assert figures["summary"]["40"]["flower_ratio"]["median"] == row["flower_ratio"]
+    assert not psutil.Process().children(recursive=True)
+
+
+def test_federated_end_to_end_times_both_whole_runs_in_processes_of_their_own(tmp_path):
+    out = tmp_path / "e2e.json"
+    federated.main(["--end-to-end", "--e2e-clients", "4", "--clients", "2", "--e2e-rounds",
+                    "2", "--sizes", "40", "--repeats", "1", "--output", str(out),
+                    "data=digits"])  # fmt: skip
+    (row,) = json.loads(out.read_text())["rows"]
+    assert (row["clients"], row["per_round"], row["rounds"], row["scheme"]) == (4, 2, 2, "iid")
+    for key in ("paralab_wall_s", "flower_wall_s", "paralab_warm_round_s", "flower_warm_round_s"):
+        assert positive(row[key]), key
+    assert row["wall_ratio"] == pytest.approx(row["paralab_wall_s"] / row["flower_wall_s"])
+    assert not psutil.Process().children(recursive=True)
+
+
 def test_federated_scale_check_samples_the_memory_of_the_process_tree(tmp_path):
     out = tmp_path / "scale.json"
     federated.main(["--scale", "--scale-clients", "20", "--rounds", "2", "--repeats", "1",

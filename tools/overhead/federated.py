@@ -10,9 +10,22 @@ clients with 10 per round, sampling the memory of the whole process tree (PSS, s
 libraries count once); ``--scale-scheme sampled`` gives each client its own draw of
 ``--per-client`` images (clients may outnumber the images), ``iid`` splits
 ``per_client * clients`` images. The rows go to ``runs/overhead/federated.json``
-(``--output``). Run from the repository root::
+(``--output``).
+
+``--plain-flower`` runs, beside each size, the same simulation written with plain Flower
+(:mod:`tools.overhead.flower_plain`: ``NumPyClient``, ``FedAvg``, ``run_simulation`` on Ray; the
+same model, images, partition and optimizer) in a process of its own, and reports for both the
+warm round, its ratio to the same ideal parallel compute, the start-up to the end of round 1
+(both from the engine's start: inputs loaded, initial model built) and the run's wall time.
+``--end-to-end`` instead runs whole runs as a user starts them, each in a process of its own:
+``--e2e-clients`` clients, ``--clients`` per round, ``--e2e-rounds`` rounds, each size of
+``--sizes``; the process wall times (start to exit) of paralab and plain Flower and their ratio.
+Run from the repository root::
 
     python -m tools.overhead.federated [--sizes 600 60] [--repeats 2] [key=value ...]
+    python -m tools.overhead.federated --plain-flower [--sizes 600 60] [--repeats 2]
+    python -m tools.overhead.federated --end-to-end [--e2e-clients 1000] [--e2e-rounds 100] \
+        [--sizes 600 60] [--repeats 1]
     python -m tools.overhead.federated --scale [--scale-clients 100 1000]
     python -m tools.overhead.federated --scale --scale-scheme sampled --per-client 60 \
         --repeats 1 --rounds 4 --scale-clients 1000 10000 100000
@@ -24,6 +37,8 @@ import csv
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -40,6 +55,7 @@ COMMON = [
     "paradigm.ray_num_cpus=2",
     "paradigm.local_epochs=1",
 ]
+TRAIN_IMAGES = 54_000  # Fashion-MNIST's training split (60,000 less 10 % validation)
 
 
 def round_rows(run_dir: str) -> list[dict[str, float]]:
@@ -48,11 +64,22 @@ def round_rows(run_dir: str) -> list[dict[str, float]]:
     return [{k: float(v) for k, v in r.items() if v} for r in rows]
 
 
-def simulated(overrides: list[str], out: str) -> dict:
+class RoundEnds:
+    """A ``paralab.run`` callback: the wall clock (``time.time()``) at the end of each round."""
+
+    def __init__(self) -> None:
+        self.at: dict[int, float] = {}
+
+    def on_round_end(self, rnd: int, metrics: dict) -> None:
+        self.at.setdefault(rnd, time.time())
+
+
+def simulated(overrides: list[str], out: str, ends: RoundEnds | None = None) -> dict:
     """One federated run; per-round wall times, client compute, start-up."""
     import paralab
 
-    summary = paralab.run("fashion_mnist_federated", [*COMMON, *overrides, f"output_dir={out}"])
+    summary = paralab.run("fashion_mnist_federated", [*COMMON, *overrides, f"output_dir={out}"],
+                          callbacks=[ends] if ends else None)  # fmt: skip
     rows = round_rows(summary["run_dir"])
     return {
         "round_s": [r["time/round_s"] for r in rows],
@@ -62,6 +89,48 @@ def simulated(overrides: list[str], out: str) -> dict:
         "first_round_s": summary["metrics"].get("time/first_round_s"),
         "wall_s": summary["wall_time_s"],
     }
+
+
+def child(command: list[str], timeout: float) -> dict:
+    """Run ``command`` in a process of its own (its own Ray): its last JSON line on stdout, with
+    ``process_wall_s``, start to exit. A failure raises with the end of its output."""
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - started
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
+        raise RuntimeError(f"{' '.join(command[:3])} ... failed ({done.returncode}):\n{tail}")
+    return json.loads(lines[-1]) | {"process_wall_s": wall}
+
+
+def plain_flower(per_client: int, clients: int, per_round: int, rounds: int, scheme: str,
+                 extra=(), timeout: float = 7200) -> dict:  # fmt: skip
+    """The same simulation in plain Flower (:mod:`tools.overhead.flower_plain`), on the same
+    Ray CPUs and client resources as ``COMMON``; its figures and ``process_wall_s``."""
+    command = [
+        sys.executable, "-m", "tools.overhead.flower_plain", f"--per-client={per_client}",
+        f"--clients={clients}", f"--per-round={per_round}", f"--rounds={rounds}",
+        f"--scheme={scheme}", "--num-cpus=2", "--client-cpus=1", *extra,
+    ]  # fmt: skip
+    return child(command, timeout)
+
+
+def paralab_child(out: str, overrides: list[str]) -> None:
+    """In a process of its own (:func:`paralab_process`): one run, its figures as a JSON line."""
+    import psutil
+
+    ends = RoundEnds()
+    sim = simulated(overrides, out, ends)
+    start = psutil.Process().create_time()
+    print(json.dumps(sim | {"from_process_start_to_round1_s": ends.at[1] - start}), flush=True)
+
+
+def paralab_process(overrides: list[str], out: str, timeout: float = 7200) -> dict:
+    """A whole paralab run in a process of its own, as ``paralab run`` would start it."""
+    code = "import sys; from tools.overhead.federated import paralab_child; "
+    code += "paralab_child(sys.argv[1], sys.argv[2:])"
+    return child([sys.executable, "-c", code, out, *overrides], timeout)
 
 
 def sequential_round_s(overrides: list[str], rounds: list[int], num_threads: int) -> list[float]:
@@ -87,7 +156,10 @@ def sequential_round_s(overrides: list[str], rounds: list[int], num_threads: int
     return times
 
 
-def overhead(size: int, clients: int, rounds: int, out: str, extra=(), repeat: int = 0) -> dict:
+def overhead(
+    size: int, clients: int, rounds: int, out: str, extra=(), repeat: int = 0, flower: bool = False
+) -> dict:
+    """paralab's warm round against ideal parallel compute; with ``flower``, plain Flower's too."""
     overrides = [
         f"paradigm.num_clients={clients}", f"paradigm.min_train_clients={clients}",
         "paradigm.fraction_train=1.0", f"paradigm.rounds={rounds}",
@@ -95,15 +167,66 @@ def overhead(size: int, clients: int, rounds: int, out: str, extra=(), repeat: i
     ]  # fmt: skip
     concurrency = 2  # ray_num_cpus / client num_cpus
     plain_rounds = list(range(2, min(rounds, 3) + 1))
-    both = alternating({
+    runs = {
         "simulated": lambda: simulated(overrides, out),
         "plain": lambda: sequential_round_s(overrides, plain_rounds, num_threads=1),
-    }, repeat)  # fmt: skip
-    sim, plain = both["simulated"], both["plain"]
-    return {
+    }
+    if flower:
+        runs["flower"] = lambda: plain_flower(size, clients, clients, rounds, "iid", extra)
+    done = alternating(runs, repeat)
+    sim, plain = done["simulated"], done["plain"]
+    row = {
         "samples_per_client": size, "clients_per_round": clients, "concurrency": concurrency,
         **ratios(sim, plain, concurrency), "startup_s": sim["startup_s"],
         "first_round_s": sim["first_round_s"], "run_wall_s": sim["wall_s"],
+    }  # fmt: skip
+    if flower:
+        row |= beside_flower(row, sim, done["flower"], concurrency)
+    return row
+
+
+def beside_flower(row: dict, sim: dict, fl: dict, concurrency: int) -> dict:
+    """Plain Flower's figures, measured as paralab's are: the warm round (median after the
+    first) against the same ideal parallel compute and against its clients' own compute; start-up
+    to the end of round 1 from the engine's start (paralab: its server loop's creation; Flower:
+    ``run_simulation``'s call; both with inputs loaded and the initial model built; Flower has
+    no start-up of its own to report apart: its round 1 includes Ray's start); the run's wall
+    time (paralab: the paradigm's run; Flower: ``run_simulation``, Ray's shutdown included)."""
+    warm = statistics.median(fl["round_s"][1:])
+    in_actor = statistics.median(fl["compute_s"][1:]) / concurrency
+    return {
+        "to_round1_s": sim["startup_s"] + sim["first_round_s"],
+        "flower_warm_round_s": warm, "flower_ratio": warm / row["ideal_parallel_s"],
+        "flower_ratio_vs_in_actor_compute": warm / in_actor,
+        "warm_round_vs_flower": row["warm_round_s"] / warm,
+        "flower_to_round1_s": fl["to_round1_s"], "flower_run_wall_s": fl["run_s"],
+        "flower_from_process_start_to_round1_s": fl["from_process_start_to_round1_s"],
+        "flower_process_wall_s": fl["process_wall_s"],
+    }  # fmt: skip
+
+
+def end_to_end(
+    size: int, clients: int, per_round: int, rounds: int, out: str, scheme: str, extra=(),
+    repeat: int = 0,
+) -> dict:  # fmt: skip
+    """Whole runs as a user starts them, each in a process of its own: ``clients`` clients of
+    ``size`` images, ``per_round`` a round, ``rounds`` rounds; paralab's and plain Flower's wall
+    time from process start to exit (imports, data, Ray, every round, shutdown)."""
+    overrides = [*federation(clients, per_round, rounds, size, scheme), *extra]
+    done = alternating({
+        "paralab": lambda: paralab_process(overrides, out),
+        "flower": lambda: plain_flower(size, clients, per_round, rounds, scheme, extra),
+    }, repeat)  # fmt: skip
+    pl, fl = done["paralab"], done["flower"]
+    return {
+        "clients": clients, "per_client": size, "per_round": per_round, "rounds": rounds,
+        "scheme": scheme, "paralab_wall_s": pl["process_wall_s"],
+        "flower_wall_s": fl["process_wall_s"],
+        "wall_ratio": pl["process_wall_s"] / fl["process_wall_s"],
+        "paralab_warm_round_s": statistics.median(pl["round_s"][1:]),
+        "flower_warm_round_s": fl["warm_round_s"],
+        "paralab_to_round1_s": pl["from_process_start_to_round1_s"],
+        "flower_to_round1_s": fl["from_process_start_to_round1_s"],
     }  # fmt: skip
 
 
@@ -154,21 +277,26 @@ class TreeMemory:
         self._thread.join()
 
 
+def federation(clients: int, per_round: int, rounds: int, per_client: int, scheme: str) -> list:
+    """Overrides for ``clients`` clients of ``per_client`` images, ``per_round`` of them a round:
+    ``iid`` splits ``per_client * clients`` images, ``sampled`` gives each its own draw."""
+    if scheme == "sampled":
+        data = ["paradigm.partition.scheme=sampled",
+                f"paradigm.partition.samples_per_client={per_client}"]  # fmt: skip
+    else:
+        data = [f"data.train_limit={per_client * clients}"]
+    return [
+        f"paradigm.num_clients={clients}", f"paradigm.min_train_clients={per_round}",
+        f"paradigm.fraction_train={per_round / clients}", f"paradigm.rounds={rounds}", *data,
+    ]  # fmt: skip
+
+
 def scale(
     num_clients: int, rounds: int, out: str, per_client: int = 54, extra=(), scheme: str = "iid"
 ) -> dict:
     """10 clients per round out of ``num_clients``, each holding ``per_client`` images, so that
     a round's work is the same whatever the number of clients."""
-    if scheme == "sampled":
-        data = ["paradigm.partition.scheme=sampled",
-                f"paradigm.partition.samples_per_client={per_client}"]  # fmt: skip
-    else:
-        data = [f"data.train_limit={per_client * num_clients}"]
-    overrides = [
-        f"paradigm.num_clients={num_clients}", "paradigm.min_train_clients=10",
-        f"paradigm.fraction_train={10 / num_clients}", f"paradigm.rounds={rounds}",
-        *data, *extra,
-    ]  # fmt: skip
+    overrides = [*federation(num_clients, 10, rounds, per_client, scheme), *extra]
     with TreeMemory() as mem:
         sim = simulated(overrides, out)
     warm = statistics.median(sim["round_s"][1:])
@@ -180,6 +308,12 @@ def scale(
     }  # fmt: skip
 
 
+def e2e_scheme(choice: str, size: int, clients: int) -> str:
+    if choice != "auto":
+        return choice
+    return "sampled" if size * clients > TRAIN_IMAGES else "iid"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__, repeats=2, output="runs/overhead/federated.json")
     p.add_argument("--sizes", type=int, nargs="+", default=[600, 60], help="images per client")
@@ -189,29 +323,50 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scale-clients", type=int, nargs="+", default=[100, 1000])
     p.add_argument("--scale-scheme", choices=["iid", "sampled"], default="iid")
     p.add_argument("--per-client", type=int, default=54, help="--scale: images per client")
+    p.add_argument("--plain-flower", action="store_true",
+                   help="beside each size, the same simulation in plain Flower")  # fmt: skip
+    p.add_argument("--end-to-end", action="store_true",
+                   help="whole runs, paralab against plain Flower, per size")  # fmt: skip
+    p.add_argument("--e2e-clients", type=int, default=1000, help="--end-to-end: clients in all")
+    p.add_argument("--e2e-rounds", type=int, default=100, help="--end-to-end: rounds")
+    p.add_argument("--e2e-scheme", choices=["auto", "iid", "sampled"], default="auto",
+                   help=f"auto: sampled if clients x size > {TRAIN_IMAGES:,}")  # fmt: skip
     args = p.parse_args(argv)
-    if args.rounds < 2:
-        p.error("--rounds: at least 2 (the first is warm-up)")
+    if min(args.rounds, args.e2e_rounds) < 2:
+        p.error("--rounds, --e2e-rounds: at least 2 (the first is warm-up)")
     os.environ.setdefault("WANDB_MODE", "disabled")
+    if args.plain_flower:  # Ray's import is the plain script's imports_s; not paralab's start-up
+        import flwr.simulation  # noqa: F401
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as out:
         for repeat in range(args.repeats):
             if args.scale:
                 new = [scale(n, args.rounds, out, args.per_client, args.overrides,
                              args.scale_scheme) for n in args.scale_clients]  # fmt: skip
+            elif args.end_to_end:
+                new = [end_to_end(s, args.e2e_clients, args.clients, args.e2e_rounds, out,
+                                  e2e_scheme(args.e2e_scheme, s, args.e2e_clients),
+                                  args.overrides, repeat) for s in args.sizes]  # fmt: skip
             else:
-                new = [overhead(s, args.clients, args.rounds, out, args.overrides, repeat)
-                       for s in args.sizes]  # fmt: skip
+                new = [overhead(s, args.clients, args.rounds, out, args.overrides, repeat,
+                                args.plain_flower) for s in args.sizes]  # fmt: skip
             for row in new:
                 print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
                                   for k, v in row.items()}), flush=True)  # fmt: skip
             rows += new
     summary = {}
-    if not args.scale:
+    if args.end_to_end:
         for size in args.sizes:
-            print(f"{size} samples per client:", end=" ")
+            print(f"{size} images per client, paralab / plain Flower wall time:", end=" ")
+            same = [row for row in rows if row["per_client"] == size]
+            summary[str(size)] = summarize(same, ["wall_ratio"])
+    elif not args.scale:
+        keys = ["ratio", "flower_ratio"] if args.plain_flower else ["ratio"]
+        for size in args.sizes:
+            print(f"{size} samples per client:", end="\n" if args.plain_flower else " ")
             same = [row for row in rows if row["samples_per_client"] == size]
-            summary[str(size)] = summarize(same, ["ratio"])["ratio"]
+            figures = summarize(same, keys)
+            summary[str(size)] = figures if args.plain_flower else figures["ratio"]
     write_json(args.output, rows, summary)
 
 

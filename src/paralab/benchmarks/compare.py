@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from paralab.benchmarks.suite import Comparison, LabelCurve
+from paralab.benchmarks.suite_file import Comparison, LabelCurve
 from paralab.platform.tracking import CONFIG, read_json, summary_of, write_json
 
 #: A run folder's name: ``<run name>-<YYYYMMDD>-<HHMMSS>[-n]``.
@@ -29,26 +29,33 @@ def rows_of(summaries: list[dict[str, Any]], columns: list[str]) -> list[dict[st
             "published": s.get("published"),
             "wall_time_s": s.get("wall_time_s"),
             "status": s.get("status"),
+            "error": s.get("error") if s.get("status") != "completed" else None,
             "run_dir": s.get("run_dir"),
+            "node": s.get("node"),  # the Ray node a parallel suite ran it on
         })  # fmt: skip
     return rows
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """One row per run; a ``published`` column (the paper's figure for the first column) after
-    the metrics when any run has one."""
+    the metrics when any run has one; a ``status`` column, and why below the table, when a run
+    did not complete."""
     published = any(r.get("published") is not None for r in rows)
+    unfinished = [r for r in rows if r.get("status") not in (None, "completed")]
     head = ["run", "paradigm", "strategy", "model", "dataset", *columns]
     head += [f"published {columns[0]}"] if published and columns else []
-    head.append("wall time (s)")
+    head += ["wall time (s)"] + (["status"] if unfinished else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["name"], r["paradigm"], r["strategy"], r["model"], r["dataset"]]
         cells += [_fmt(r.get(c)) for c in columns]
         cells += [_fmt(r.get("published"))] if published and columns else []
         cells.append(_fmt(r.get("wall_time_s"), 1))
+        cells += [r.get("status")] if unfinished else []
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+    notes = [f"- {r['name']} ({r['status']}): {r.get('error') or 'no reason recorded'}"
+             for r in unfinished]  # fmt: skip
+    return "\n".join(lines) + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -98,10 +105,10 @@ def label_curve(
     for s in summaries:
         if curve.runs is not None and s.get("run", s.get("name")) not in curve.runs:
             continue
-        config = _saved_config(Path(s["run_dir"]))
         value = s.get("metrics", {}).get(metric)
-        if value is None:
+        if value is None or not s.get("run_dir"):
             continue
+        config = _saved_config(Path(s["run_dir"]))
         x = _at(config, curve.x)
         label = group_label(_at(config, curve.group))
         lines.setdefault(label, []).append([1.0 if x is None else float(x), float(value)])
@@ -141,7 +148,7 @@ def collect_run_plots(folder: Path, rows: list[dict[str, Any]]) -> None:
     import shutil
 
     for r in rows:
-        for png in sorted(Path(r["run_dir"]).glob("*.png")):
+        for png in sorted(Path(r["run_dir"]).glob("*.png")) if r.get("run_dir") else ():
             shutil.copyfile(png, folder / f"{r['name']}-{png.name}")
 
 

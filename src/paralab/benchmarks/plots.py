@@ -55,6 +55,8 @@ def plot_curves(rows: list[dict[str, Any]], metric: str, x: str, path: Path) -> 
     fig, ax = plt.subplots(figsize=(6, 3.8))
     drawn = 0
     for r in rows:
+        if not r.get("run_dir"):  # a run that never started
+            continue
         xs, ys = read_curve(Path(r["run_dir"]), metric, x)
         if len(xs) > 1:
             ax.plot(xs, ys, marker="o", markersize=3, label=r["name"])

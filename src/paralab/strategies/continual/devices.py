@@ -3,6 +3,13 @@
 Avalanche strategies train on one device per run. ``trainer.accelerator`` picks it (``auto``: a
 GPU when there is one); ``trainer.devices`` may name one GPU (``devices=[1]``); more than one
 device, another Lightning strategy or reduced precision is a config error.
+
+Several devices serve continual learning as several runs, one per device: a suite run with
+``--parallel N`` and ``resources: {num_gpus: 1}`` places each run on a GPU of its own (Ray sets
+its ``CUDA_VISIBLE_DEVICES``). One run across devices would go through Avalanche's
+experimental ``DistributedHelper``; paralab's methods keep per-process state (replay buffers,
+SI's importances, iCaRL's exemplars, checkpoints) that would each have to agree across ranks,
+which is not verified, so it stays a config error.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ def _device_index(devices) -> int | None:
         return None
     raise ConfigError(
         f"trainer.devices={devices}: a continual run trains on one device. Set trainer.devices=1 "
-        "(or [k] for GPU k) and run several runs side by side for several devices"
+        "(or [k] for GPU k); to use several devices, run several continual runs at once, one "
+        "per device: paralab bench <suite> --parallel N, with resources: {num_gpus: 1} in the "
+        "suite file"
     )
 
 

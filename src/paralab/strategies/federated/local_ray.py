@@ -47,17 +47,22 @@ def _host_port(address: str) -> tuple[str, int] | None:
 
 
 def check_reachable(cfg) -> None:
-    """Fail at once, before the run folder exists, when the cluster address is wrong.
+    """Fail at once, before the run folder exists, when the cluster address is wrong."""
+    address = ray_address(cfg)
+    if address:
+        check_address(address, _address_source(cfg))
+
+
+def check_address(address: str, key: str) -> None:
+    """``address`` (set by ``key``) must be a Ray cluster that answers.
 
     ``ray.init(address=...)`` retries an address where no Ray listens for as long as it is left
     to (minutes, seen: forever), so a typo'd address hung the run. One TCP connect with a short
     timeout tells a dead address from a live one. ``auto`` and ``local`` are left to Ray: it
     resolves them itself and fails fast.
     """
-    address = ray_address(cfg)
-    if not address or address in ("auto", "local"):
+    if address in ("auto", "local"):
         return
-    key = _address_source(cfg)
     target = _host_port(address)
     if target is None:
         raise ConfigError(
@@ -141,7 +146,13 @@ class LocalRay:
 
 
 def start_ray(cfg, local: LocalRay | None) -> None:
-    """Connect to the configured cluster (``local`` is None) or start a local Ray.
+    """Connect to the configured cluster (``local`` is None) or start a local Ray."""
+    connect(ray_address(cfg), _address_source(cfg), local, cfg.ray_num_cpus)
+
+
+def connect(address: str | None, key: str, local: LocalRay | None, num_cpus: int | None) -> None:
+    """Connect to the cluster at ``address`` (set by ``key``; ``local`` is None) or start a
+    local Ray with ``num_cpus`` (None: all cores here).
 
     A local Ray's workers inherit this process's environment (quiet settings included), so no
     ``runtime_env`` is passed: one would stop Ray from handing clients its pre-started workers
@@ -154,18 +165,17 @@ def start_ray(cfg, local: LocalRay | None) -> None:
     if ray.is_initialized():
         ray.shutdown()
     if local is None:
-        address = ray_address(cfg)
         env = {k: v for k, v in QUIET_ENV.items() if k != "WANDB_SILENT"}
         try:
             ray.init(address=address, runtime_env={"env_vars": env}, **common)
         except Exception as error:
             raise ConfigError(
-                f"{_address_source(cfg)}={address!r}: cannot connect to a Ray cluster there "
+                f"{key}={address!r}: cannot connect to a Ray cluster there "
                 f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
                 "Start one with `ray start --head` and pass its address, or unset it"
             ) from None
         return
-    ray.init(num_cpus=cfg.ray_num_cpus or os.cpu_count(), include_dashboard=False, **common)
+    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **common)
     local.started()
 
 

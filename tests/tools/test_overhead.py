@@ -127,3 +127,16 @@ def test_repeats_alternate_and_ratios_must_be_finite_and_positive():
     for broken in ([], [1.0, 0.0], [float("nan")], [float("inf")]):
         with pytest.raises(ValueError):
             ratio_stats(broken)
+
+
+def test_federated_cpu_split_accounts_for_the_round(tmp_path):
+    from tools.overhead import federated_cpu
+
+    out = tmp_path / "cpu.json"
+    federated_cpu.main(["--per-client", "40", "--clients", "2", "--rounds", "4", "--from", "2",
+                        "--output", str(out), "data=digits"])  # fmt: skip
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["actors"] > 0 and row["driver"] > 0 and row["round_wall_s"] > 0
+    busy = sum(row[k] for k in ("driver", "actors", "raylet", "gcs", "other"))
+    assert busy < 1.5 * row["available_cpu_s"] + 0.05  # CPU a round spends fits the cores it had
+    assert not psutil.Process().children(recursive=True)

@@ -29,16 +29,16 @@ class SuitePlacement:
 
         self.folder, self.suite, self.prepared, self.parallel = folder, suite, prepared, parallel
         self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.key = ADDRESS_KEY if address else "$RAY_ADDRESS" if self.address else "a local Ray"
         if self.address:
-            check_address(self.address, ADDRESS_KEY if address else "$RAY_ADDRESS")
+            check_address(self.address, self.key)
         self.local = None if self.address else LocalRay()
 
     def __enter__(self) -> SuitePlacement:
         from paralab.strategies.federated.local_ray import connect, stop_ray
 
-        key = ADDRESS_KEY if self.address else "the suite's local Ray"
         try:
-            connect(self.address, key, self.local, None)
+            connect(self.address, self.key, self.local, None)
             self.jobs = {run.name: self._job(run, config) for run, config in self._pairs()}
             check_fits(list(self.jobs.values()))
         except BaseException:

@@ -3,7 +3,7 @@
 Kept free of heavy imports: ``import paralab`` and ``paralab --help`` stay fast.
 """
 
-from paralab.api import bench, compose, probe, probe_random, resume, resume_bench, run
+from paralab.api import bench, compose, probe, probe_random, resume, resume_bench, run, warm
 from paralab.errors import ConfigError, DatasetNotFoundError, ParalabError
 
 __version__ = "0.1.0"
@@ -18,4 +18,5 @@ __all__ = [
     "resume",
     "resume_bench",
     "run",
+    "warm",
 ]

@@ -35,6 +35,20 @@ def run(
     return execute(compose(experiment, overrides), callbacks=callbacks)
 
 
+def warm(*paradigms: str):
+    """Keep the engines of ``paradigms`` (default: every paradigm) up between the runs inside,
+    as a sequential suite does: federated runs then share one Ray and its client workers.
+
+    >>> with paralab.warm("federated"):
+    ...     for mu in ("0.01", "0.1"):
+    ...         fedprox = ["paradigm.strategy=fedprox", f"paradigm.options.proximal_mu={mu}"]
+    ...         paralab.run("fashion_mnist_federated", fedprox)
+    """
+    from paralab.platform.paradigm import warm_engines
+
+    return warm_engines(*paradigms)
+
+
 def resume(run_dir: str | Path, *, callbacks: list[Any] | None = None) -> dict[str, Any]:
     """Continue an interrupted run from its last checkpoint; returns its summary."""
     from paralab.platform.runner import resume as resume_run

@@ -91,6 +91,22 @@ def test_federated_beside_plain_flower_measures_both_against_the_same_ideal(tmp_
     assert not psutil.Process().children(recursive=True)
 
 
+def test_federated_warm_start_up_is_measured_on_one_engine_beside_plain_flower(tmp_path):
+    out = tmp_path / "warm.json"
+    federated.main(["--warm", "2", "--sizes", "40", "--clients", "2", "--rounds", "2",
+                    "--repeats", "1", "--output", str(out), "data=digits"])  # fmt: skip
+    figures = json.loads(out.read_text())
+    cold, warm = figures["rows"]
+    assert (cold["engine"], warm["engine"]) == ("cold", "warm")
+    for row in (cold, warm):
+        for key in ("startup_s", "first_round_s", "to_round1_s", "flower_to_round1_s"):
+            assert positive(row[key]), key
+        assert row["to_round1_s"] == pytest.approx(row["startup_s"] + row["first_round_s"])
+    assert warm["to_round1_s"] < cold["to_round1_s"]  # Ray and the workers were up
+    assert figures["summary"]["40 warm"]["to_round1_s"]["median"] == warm["to_round1_s"]
+    assert not psutil.Process().children(recursive=True)
+
+
 def test_federated_end_to_end_times_both_whole_runs_in_processes_of_their_own(tmp_path):
     out = tmp_path / "e2e.json"
     federated.main(["--end-to-end", "--e2e-clients", "4", "--clients", "2", "--e2e-rounds",
@@ -112,6 +128,18 @@ def test_federated_scale_check_samples_the_memory_of_the_process_tree(tmp_path):
     assert row["clients"] == 20 and row["per_round"] == 10
     assert positive(row["warm_round_s"])
     assert 0 < row["peak_pss_gb"] <= row["peak_rss_sum_gb"]
+    assert not psutil.Process().children(recursive=True)
+
+
+def test_parallel_floor_times_one_loop_alone_and_two_at_once(tmp_path):
+    from tools.overhead import parallel_floor
+
+    out = tmp_path / "floor.json"
+    parallel_floor.main(["--sizes", "40", "--rounds", "1", "--repeats", "1", "--output",
+                         str(out), "data=digits"])  # fmt: skip
+    (row,) = json.loads(out.read_text())["rows"]
+    assert positive(row["alone_ms"]) and len(row["at_once_ms"]) == 2
+    assert row["slowdown"] == pytest.approx(sum(row["at_once_ms"]) / 2 / row["alone_ms"])
     assert not psutil.Process().children(recursive=True)
 
 

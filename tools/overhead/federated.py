@@ -19,11 +19,15 @@ warm round, its ratio to the same ideal parallel compute, the start-up to the en
 (both from the engine's start: inputs loaded, initial model built) and the run's wall time.
 ``--end-to-end`` instead runs whole runs as a user starts them, each in a process of its own:
 ``--e2e-clients`` clients, ``--clients`` per round, ``--e2e-rounds`` rounds, each size of
-``--sizes``; the process wall times (start to exit) of paralab and plain Flower and their ratio.
-Run from the repository root::
+``--sizes``; the process wall times (start to exit) of paralab and plain Flower and their ratio
+(both in :mod:`tools.overhead.federated_vs_flower`). ``--warm RUNS`` runs RUNS runs per size one
+after another on one engine kept warm, as a sequential suite keeps it: the first run's start to
+the end of its round 1 is the cold start, the others' the warm start; plain Flower's (always
+cold: every simulation starts Ray) beside them. Run from the repository root::
 
     python -m tools.overhead.federated [--sizes 600 60] [--repeats 2] [key=value ...]
     python -m tools.overhead.federated --plain-flower [--sizes 600 60] [--repeats 2]
+    python -m tools.overhead.federated --warm 3 [--sizes 600 60] [--repeats 2]
     python -m tools.overhead.federated --end-to-end [--e2e-clients 1000] [--e2e-rounds 100] \
         [--sizes 600 60] [--repeats 1]
     python -m tools.overhead.federated --scale [--scale-clients 100 1000]
@@ -37,8 +41,6 @@ import csv
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -91,48 +93,6 @@ def simulated(overrides: list[str], out: str, ends: RoundEnds | None = None) -> 
     }
 
 
-def child(command: list[str], timeout: float) -> dict:
-    """Run ``command`` in a process of its own (its own Ray): its last JSON line on stdout, with
-    ``process_wall_s``, start to exit. A failure raises with the end of its output."""
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    wall = time.perf_counter() - started
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode or not lines:
-        tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
-        raise RuntimeError(f"{' '.join(command[:3])} ... failed ({done.returncode}):\n{tail}")
-    return json.loads(lines[-1]) | {"process_wall_s": wall}
-
-
-def plain_flower(per_client: int, clients: int, per_round: int, rounds: int, scheme: str,
-                 extra=(), timeout: float = 7200) -> dict:  # fmt: skip
-    """The same simulation in plain Flower (:mod:`tools.overhead.flower_plain`), on the same
-    Ray CPUs and client resources as ``COMMON``; its figures and ``process_wall_s``."""
-    command = [
-        sys.executable, "-m", "tools.overhead.flower_plain", f"--per-client={per_client}",
-        f"--clients={clients}", f"--per-round={per_round}", f"--rounds={rounds}",
-        f"--scheme={scheme}", "--num-cpus=2", "--client-cpus=1", *extra,
-    ]  # fmt: skip
-    return child(command, timeout)
-
-
-def paralab_child(out: str, overrides: list[str]) -> None:
-    """In a process of its own (:func:`paralab_process`): one run, its figures as a JSON line."""
-    import psutil
-
-    ends = RoundEnds()
-    sim = simulated(overrides, out, ends)
-    start = psutil.Process().create_time()
-    print(json.dumps(sim | {"from_process_start_to_round1_s": ends.at[1] - start}), flush=True)
-
-
-def paralab_process(overrides: list[str], out: str, timeout: float = 7200) -> dict:
-    """A whole paralab run in a process of its own, as ``paralab run`` would start it."""
-    code = "import sys; from tools.overhead.federated import paralab_child; "
-    code += "paralab_child(sys.argv[1], sys.argv[2:])"
-    return child([sys.executable, "-c", code, out, *overrides], timeout)
-
-
 def sequential_round_s(overrides: list[str], rounds: list[int], num_threads: int) -> list[float]:
     """The same clients' local training, one after another in this process, per round."""
     import torch
@@ -172,6 +132,8 @@ def overhead(
         "plain": lambda: sequential_round_s(overrides, plain_rounds, num_threads=1),
     }
     if flower:
+        from tools.overhead.federated_vs_flower import plain_flower
+
         runs["flower"] = lambda: plain_flower(size, clients, clients, rounds, "iid", extra)
     done = alternating(runs, repeat)
     sim, plain = done["simulated"], done["plain"]
@@ -181,53 +143,43 @@ def overhead(
         "first_round_s": sim["first_round_s"], "run_wall_s": sim["wall_s"],
     }  # fmt: skip
     if flower:
+        from tools.overhead.federated_vs_flower import beside_flower
+
         row |= beside_flower(row, sim, done["flower"], concurrency)
     return row
 
 
-def beside_flower(row: dict, sim: dict, fl: dict, concurrency: int) -> dict:
-    """Plain Flower's figures, measured as paralab's are: the warm round (median after the
-    first) against the same ideal parallel compute and against its clients' own compute; start-up
-    to the end of round 1 from the engine's start (paralab: its server loop's creation; Flower:
-    ``run_simulation``'s call; both with inputs loaded and the initial model built; Flower has
-    no start-up of its own to report apart: its round 1 includes Ray's start); the run's wall
-    time (paralab: the paradigm's run; Flower: ``run_simulation``, Ray's shutdown included)."""
-    warm = statistics.median(fl["round_s"][1:])
-    in_actor = statistics.median(fl["compute_s"][1:]) / concurrency
-    return {
-        "to_round1_s": sim["startup_s"] + sim["first_round_s"],
-        "flower_warm_round_s": warm, "flower_ratio": warm / row["ideal_parallel_s"],
-        "flower_ratio_vs_in_actor_compute": warm / in_actor,
-        "warm_round_vs_flower": row["warm_round_s"] / warm,
-        "flower_to_round1_s": fl["to_round1_s"], "flower_run_wall_s": fl["run_s"],
-        "flower_from_process_start_to_round1_s": fl["from_process_start_to_round1_s"],
-        "flower_process_wall_s": fl["process_wall_s"],
-    }  # fmt: skip
+def warm_startup(size: int, clients: int, rounds: int, runs: int, out: str, extra=(),
+                 flower: bool = True) -> list[dict]:  # fmt: skip
+    """``runs`` runs one after another on one engine kept warm (as a sequential suite keeps
+    it): the first starts Ray and the client workers (cold), the others find them up (warm).
+    Per run: start-up (the engine's start to round 1's), round 1, start to the end of round 1,
+    and the warm round; with ``flower``, plain Flower's start to the end of round 1 for the same
+    clients (it has no warm engine: every simulation starts Ray)."""
+    import paralab
 
+    overrides = [
+        f"paradigm.num_clients={clients}", f"paradigm.min_train_clients={clients}",
+        "paradigm.fraction_train=1.0", f"paradigm.rounds={rounds}",
+        f"data.train_limit={size * clients}", *extra,
+    ]  # fmt: skip
+    rows = []
+    with paralab.warm("federated"):
+        for i in range(runs):
+            sim = simulated([*overrides, f"seed={i}"], out)
+            rows.append({
+                "samples_per_client": size, "run": i + 1, "engine": "warm" if i else "cold",
+                "startup_s": sim["startup_s"], "first_round_s": sim["first_round_s"],
+                "to_round1_s": sim["startup_s"] + sim["first_round_s"],
+                "warm_round_s": statistics.median(sim["round_s"][1:]),
+            })  # fmt: skip
+    if flower:
+        from tools.overhead.federated_vs_flower import plain_flower
 
-def end_to_end(
-    size: int, clients: int, per_round: int, rounds: int, out: str, scheme: str, extra=(),
-    repeat: int = 0,
-) -> dict:  # fmt: skip
-    """Whole runs as a user starts them, each in a process of its own: ``clients`` clients of
-    ``size`` images, ``per_round`` a round, ``rounds`` rounds; paralab's and plain Flower's wall
-    time from process start to exit (imports, data, Ray, every round, shutdown)."""
-    overrides = [*federation(clients, per_round, rounds, size, scheme), *extra]
-    done = alternating({
-        "paralab": lambda: paralab_process(overrides, out),
-        "flower": lambda: plain_flower(size, clients, per_round, rounds, scheme, extra),
-    }, repeat)  # fmt: skip
-    pl, fl = done["paralab"], done["flower"]
-    return {
-        "clients": clients, "per_client": size, "per_round": per_round, "rounds": rounds,
-        "scheme": scheme, "paralab_wall_s": pl["process_wall_s"],
-        "flower_wall_s": fl["process_wall_s"],
-        "wall_ratio": pl["process_wall_s"] / fl["process_wall_s"],
-        "paralab_warm_round_s": statistics.median(pl["round_s"][1:]),
-        "flower_warm_round_s": fl["warm_round_s"],
-        "paralab_to_round1_s": pl["from_process_start_to_round1_s"],
-        "flower_to_round1_s": fl["from_process_start_to_round1_s"],
-    }  # fmt: skip
+        fl = plain_flower(size, clients, clients, rounds, "iid", extra)
+        for row in rows:
+            row["flower_to_round1_s"] = fl["to_round1_s"]
+    return rows
 
 
 def ratios(sim: dict, plain_round_s: list[float], concurrency: int) -> dict[str, float]:
@@ -308,12 +260,6 @@ def scale(
     }  # fmt: skip
 
 
-def e2e_scheme(choice: str, size: int, clients: int) -> str:
-    if choice != "auto":
-        return choice
-    return "sampled" if size * clients > TRAIN_IMAGES else "iid"
-
-
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__, repeats=2, output="runs/overhead/federated.json")
     p.add_argument("--sizes", type=int, nargs="+", default=[600, 60], help="images per client")
@@ -327,6 +273,13 @@ def main(argv: list[str] | None = None) -> None:
                    help="beside each size, the same simulation in plain Flower")  # fmt: skip
     p.add_argument("--end-to-end", action="store_true",
                    help="whole runs, paralab against plain Flower, per size")  # fmt: skip
+    p.add_argument(
+        "--warm",
+        type=int,
+        default=0,
+        metavar="RUNS",
+        help="start-up: RUNS runs per size on one warm engine; plain Flower beside",
+    )
     p.add_argument("--e2e-clients", type=int, default=1000, help="--end-to-end: clients in all")
     p.add_argument("--e2e-rounds", type=int, default=100, help="--end-to-end: rounds")
     p.add_argument("--e2e-scheme", choices=["auto", "iid", "sampled"], default="auto",
@@ -343,7 +296,12 @@ def main(argv: list[str] | None = None) -> None:
             if args.scale:
                 new = [scale(n, args.rounds, out, args.per_client, args.overrides,
                              args.scale_scheme) for n in args.scale_clients]  # fmt: skip
+            elif args.warm:
+                new = [row for s in args.sizes for row in warm_startup(
+                    s, args.clients, args.rounds, args.warm, out, args.overrides)]  # fmt: skip
             elif args.end_to_end:
+                from tools.overhead.federated_vs_flower import e2e_scheme, end_to_end
+
                 new = [end_to_end(s, args.e2e_clients, args.clients, args.e2e_rounds, out,
                                   e2e_scheme(args.e2e_scheme, s, args.e2e_clients),
                                   args.overrides, repeat) for s in args.sizes]  # fmt: skip
@@ -360,6 +318,14 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{size} images per client, paralab / plain Flower wall time:", end=" ")
             same = [row for row in rows if row["per_client"] == size]
             summary[str(size)] = summarize(same, ["wall_ratio"])
+    elif args.warm:
+        for size in args.sizes:
+            same = [row for row in rows if row["samples_per_client"] == size]
+            for engine in ("cold", "warm"):
+                print(f"{size} samples per client, {engine} engine, start to end of round 1:",
+                      end=" ")  # fmt: skip
+                chosen = [row for row in same if row["engine"] == engine]
+                summary[f"{size} {engine}"] = summarize(chosen, ["to_round1_s"]) if chosen else {}
     elif not args.scale:
         keys = ["ratio", "flower_ratio"] if args.plain_flower else ["ratio"]
         for size in args.sizes:

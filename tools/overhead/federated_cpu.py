@@ -22,7 +22,7 @@ import time
 from tools.overhead.common import parser, summarize, write_json
 from tools.overhead.federated import COMMON
 
-KINDS = (("actors", "ClientAppActor"), ("raylet", "raylet"), ("gcs", "gcs_server"))
+KINDS = (("actors", "ClientWorker"), ("raylet", "raylet"), ("gcs", "gcs_server"))
 
 
 def cpu_by_kind() -> dict[str, float]:

@@ -198,36 +198,41 @@ def _run_all(
 
 
 def _run_each(folder: Path, name: str, prepared: Prepared) -> list[dict[str, Any]]:
-    """Each run of the suite in order in this process: completed ones kept, interrupted ones
-    continued; a new run's ``@run`` references become the folders of those runs (run before
-    it)."""
+    """Each run of the suite in order in this process. An engine that a paradigm starts per run
+    (the federated one: Ray and its client workers) stays up between the suite's runs."""
+    from paralab.platform.paradigm import warm_engines
+
+    with warm_engines(*dict.fromkeys(c.paradigm.name for c in prepared.configs)):
+        runs = zip(prepared.runs, prepared.configs, strict=True)
+        return [_run_one(folder, name, prepared, i, *pair) for i, pair in enumerate(runs, 1)]
+
+
+def _run_one(
+    folder: Path, name: str, prepared: Prepared, i: int, run: SuiteRun, config
+) -> dict[str, Any]:
+    """One run of a sequential suite: kept if completed, continued if interrupted, else new,
+    its ``@run`` references made the folders of those runs (run before it)."""
     from paralab.platform.config import load_saved
     from paralab.platform.runner import execute
 
-    datasets, refs, configs = prepared.datasets, prepared.refs, prepared.configs
-    summaries: list[dict[str, Any]] = []
-    for i, (run, config) in enumerate(zip(prepared.runs, configs, strict=True), 1):
-        label = f"[{i}/{len(configs)}] {name}: {run.name}"
-        previous = _latest_run_folder(folder, run.name)
-        kept = _summary(previous) if previous is not None else None
-        if kept is not None and kept.get("status") == "completed":
-            say(f"{label}: completed earlier, kept ({previous.name})")
-            summary = kept
-        elif previous is not None:
-            say(f"{label}: continuing {previous.name}")
-            saved = load_saved(previous / CONFIG)
-            summary = execute(saved, run_dir=previous, data=datasets.get(repr(saved.data)))
-        else:
-            say(f"{label} ({config.paradigm.name}, {config.model.name}, {config.data.name})")
-            config = resolve(
-                config, refs.get(run.name, []), lambda ref: _latest_run_folder(folder, ref)
-            )
-            config.run.output_dir = str(folder)
-            config.run.name = run.name
-            config.plain.update(output_dir=str(folder), name=run.name)
-            summary = execute(config, data=datasets.get(repr(config.data)))
-        summaries.append(summary)
-    return summaries
+    datasets = prepared.datasets
+    label = f"[{i}/{len(prepared.configs)}] {name}: {run.name}"
+    previous = _latest_run_folder(folder, run.name)
+    kept = _summary(previous) if previous is not None else None
+    if kept is not None and kept.get("status") == "completed":
+        say(f"{label}: completed earlier, kept ({previous.name})")
+        return kept
+    if previous is not None:
+        say(f"{label}: continuing {previous.name}")
+        saved = load_saved(previous / CONFIG)
+        return execute(saved, run_dir=previous, data=datasets.get(repr(saved.data)))
+    say(f"{label} ({config.paradigm.name}, {config.model.name}, {config.data.name})")
+    refs = prepared.refs.get(run.name, [])
+    config = resolve(config, refs, lambda ref: _latest_run_folder(folder, ref))
+    config.run.output_dir = str(folder)
+    config.run.name = run.name
+    config.plain.update(output_dir=str(folder), name=run.name)
+    return execute(config, data=datasets.get(repr(config.data)))
 
 
 def _latest_run_folder(folder: Path, run: str) -> Path | None:

@@ -13,7 +13,9 @@ top, so that loading the registry stays cheap.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +58,24 @@ class Paradigm(ABC):
     @abstractmethod
     def run(self, ctx: RunContext) -> dict[str, float]: ...
 
+    @classmethod
+    @contextlib.contextmanager
+    def warm(cls) -> Iterator[None]:
+        """Held by a suite around its runs: a paradigm that starts an engine per run (the
+        federated one starts Ray and its client workers) keeps it up for the next run inside.
+        The default keeps nothing."""
+        yield
+
 
 PARADIGMS: Registry = Registry("paradigm", entry_points="paralab.paradigms")
 register_paradigm = PARADIGMS.register
+
+
+@contextlib.contextmanager
+def warm_engines(*names: str) -> Iterator[None]:
+    """Each named paradigm's :meth:`Paradigm.warm` (default: every paradigm's) around the runs
+    inside."""
+    with contextlib.ExitStack() as stack:
+        for name in names or PARADIGMS.names():
+            stack.enter_context(PARADIGMS.get(name).obj.warm())
+        yield

@@ -105,6 +105,14 @@ class InMemoryImages(Dataset):
             return self._with_masks(self.images[index], self.targets[index])
         return self._normalise(self.images[index]), self.targets[index]
 
+    def __reduce__(self):
+        """Pickled with its tensors as numpy arrays: Ray's object store then hands every worker
+        of a node one shared copy (zero-copy), where a pickled tensor is copied into each."""
+        state = {
+            k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in self.__dict__.items()
+        }
+        return _rebuild, (type(self), state)
+
     def subset(self, indices: Sequence[int] | torch.Tensor, augment: bool = True) -> InMemoryImages:
         index = torch.as_tensor(indices, dtype=torch.long)
         return InMemoryImages(
@@ -114,6 +122,22 @@ class InMemoryImages(Dataset):
             self.std.flatten(),
             self.augment if augment else (),
         )
+
+
+def _rebuild(cls: type, state: dict) -> InMemoryImages:
+    """The inverse of ``InMemoryImages.__reduce__``: tensors over the arrays, no copy. Arrays
+    from Ray's object store are read-only; the dataset never writes into its tensors."""
+    import warnings
+
+    import numpy as np
+
+    dataset = cls.__new__(cls)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        dataset.__dict__.update(
+            {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}
+        )
+    return dataset
 
 
 @dataclass

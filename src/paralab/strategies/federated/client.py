@@ -1,8 +1,9 @@
 """The Flower ClientApp: local training of the platform's model on one client's partition.
 
 Design (measured, see ``tools/overhead/federated.py``): a Ray worker serves thousands of
-client messages, so everything heavy lives in a per-worker cache built on its first message:
-the validated config, the dataset (loaded once per worker, images stay uint8), every client's
+client messages, so everything heavy lives in a per-worker cache built when the run starts
+(:mod:`.engine`): the validated config, the dataset (the server's, read from Ray's object store;
+images stay uint8), every client's
 partition as an index array (recomputed from the seed: a few KB; the ``sampled`` scheme draws a
 client's indices when its message comes, so nothing per client is kept), and one registry model. A
 message only copies the global weights into that model and runs a lean loop: the run's task
@@ -77,8 +78,11 @@ def client_partitions(config, labels) -> Sequence[np.ndarray]:
     )
 
 
-def worker_state(run_key: str, plain: dict) -> WorkerState:
-    """Build (once per worker and run) the cached config, data, partitions and model."""
+def worker_state(run_key: str, plain: dict, data: Any = None) -> WorkerState:
+    """Build (once per worker and run) the cached config, data, partitions and model.
+
+    ``data``: the run's dataset as the server loaded it (the engine passes it through Ray's
+    object store, so every worker of a node reads one shared copy); None: load it here."""
     state = _WORKERS.get(run_key)
     if state is not None:
         return state
@@ -94,7 +98,7 @@ def worker_state(run_key: str, plain: dict) -> WorkerState:
     res = config.paradigm.client_resources
     threads = max(1, int(res.num_cpus))
     torch.set_num_threads(threads)
-    data = load_data(config)
+    data = load_data(config) if data is None else data
     device = torch.device("cuda" if res.num_gpus > 0 and torch.cuda.is_available() else "cpu")
     from paralab.platform.models import InputSpec
 

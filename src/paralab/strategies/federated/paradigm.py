@@ -1,9 +1,9 @@
-"""``paradigm=federated``: Flower's ServerApp and ClientApp on Ray workers.
+"""``paradigm=federated``: a Flower strategy's rounds in this process, Flower ClientApps on Ray.
 
 The run: partitions and their class histograms (``client_histograms.png``), a Flower strategy by
-name, the ServerApp's round loop in this process (centralized test metrics of the run's task,
-checkpoints, one line
-per round) and the ClientApps in Ray actors (see :mod:`.client` for what a worker caches).
+name, the round loop in this process (centralized test metrics of the run's task, checkpoints,
+one line per round) and the ClientApps in Ray actors of the engine (:mod:`.engine`; see
+:mod:`.client` for what a worker caches), which start building their state as the run starts.
 ``--resume`` reloads the global model and the strategy state from ``checkpoints/last.pt``.
 Callbacks given to ``paralab.run(..., callbacks=[...])`` that define
 ``on_round_end(round, metrics)`` are called after every round's checkpoint.
@@ -11,9 +11,11 @@ Callbacks given to ``paralab.run(..., callbacks=[...])`` that define
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from paralab.platform.paradigm import Paradigm, register_paradigm
@@ -34,6 +36,15 @@ class Federated(Paradigm):
     def strategy(self) -> str:
         return self.cfg.strategy
 
+    @classmethod
+    @contextlib.contextmanager
+    def warm(cls) -> Iterator[None]:
+        """Ray and the client workers stay up between the runs inside (see .simulation)."""
+        from paralab.strategies.federated.simulation import warm_engine
+
+        with warm_engine():
+            yield
+
     def check(self, config, data) -> None:
         from paralab.errors import ConfigError
         from paralab.platform.tasks import TASKS
@@ -50,16 +61,32 @@ class Federated(Paradigm):
         check_reachable(self.cfg)  # a dead cluster address fails here, before the run folder
 
     def run(self, ctx: RunContext) -> dict[str, float]:
+        from paralab.strategies.federated.client import make_client_app
+        from paralab.strategies.federated.server import final_metrics
+        from paralab.strategies.federated.simulation import federated_session, serve
+
+        cfg: FederatedConfig = self.cfg
+        run_key = f"{ctx.run_dir}:{time.time_ns()}"
+        client_app = make_client_app(ctx.config.plain, run_key)
+        # the workers build their state from here on, while this process builds the server's
+        with federated_session(cfg, ctx.config.plain, ctx.data, client_app, run_key) as engine:
+            loop, model = self._server(ctx)
+            serve(engine, loop, cfg, loop.abort)
+        ctx.draw_predictions(model)
+        headline = f"test/{ctx.task.headline}"
+        return final_metrics(loop.state, cfg.target, headline) | aggregated(model)
+
+    def _server(self, ctx: RunContext):
+        """The server side: partitions and their histograms, the global model (from the last
+        checkpoint on resume), the strategy, and the round loop."""
         import torch
         from flwr.app import ArrayRecord
 
         from paralab.strategies.federated import partition as P
-        from paralab.strategies.federated.client import client_partitions, make_client_app
-        from paralab.strategies.federated.server import LoopState, ServerLoop, final_metrics
-        from paralab.strategies.federated.simulation import quiet_flower
+        from paralab.strategies.federated.client import client_partitions
+        from paralab.strategies.federated.server import LoopState, ServerLoop
         from paralab.strategies.federated.strategies import build_strategy, load_strategy_state
 
-        quiet_flower()  # before any Flower object is built: strategies log on construction
         cfg: FederatedConfig = self.cfg
         data, task = ctx.data, ctx.task
         labels = task.partition_labels(data.train.targets)
@@ -81,14 +108,8 @@ class Federated(Paradigm):
             ctx.tracker.log_metrics(P.summarize(counts), step=0)
         arrays = ArrayRecord(model.state_dict())
         abort = threading.Event()
-        loop = ServerLoop(
-            ctx, strategy, arrays, state, _evaluator(ctx, model), _saver(ctx, model), abort
-        )
-        run_key = f"{ctx.run_dir}:{time.time_ns()}"
-        client_app = make_client_app(ctx.config.plain, run_key)
-        _simulate(loop, client_app, cfg, abort)
-        ctx.draw_predictions(model)
-        return final_metrics(loop.state, cfg.target, f"test/{task.headline}") | aggregated(model)
+        evaluate, save = _evaluator(ctx, model), _saver(ctx, model)
+        return ServerLoop(ctx, strategy, arrays, state, evaluate, save, abort), model
 
 
 def aggregated(model) -> dict[str, float]:
@@ -119,43 +140,6 @@ def _scheme(cfg: FederatedConfig) -> str:
         "sampled": f"({p.samples_per_client} per client)",
     }
     return p.scheme + extra.get(p.scheme, "")
-
-
-def _simulate(loop, client_app, cfg: FederatedConfig, abort: threading.Event) -> None:
-    """Run the ServerApp around ``loop``; re-raise whatever the loop raised (even a
-    KeyboardInterrupt, which Flower's server thread would swallow)."""
-    from flwr.serverapp import ServerApp
-
-    from paralab.strategies.federated.simulation import simulate
-
-    server_app = ServerApp()
-    errors: list[BaseException] = []
-    server_done = threading.Event()
-
-    @server_app.main()
-    def main(grid, context) -> None:
-        try:
-            loop.run(grid)
-        except BaseException as error:
-            # kept for the caller, not raised: Flower would wrap it, then wait 3 s for the
-            # context a failed ServerApp never sends before it shuts down
-            errors.append(error)
-        finally:
-            server_done.set()
-
-    def describe(reason: str) -> None:
-        loop.stopped_at = reason
-
-    try:
-        simulate(server_app, client_app, cfg, abort, server_done, describe)
-    except KeyboardInterrupt:
-        raise  # the user's Ctrl-C wins over the server's "aborted" that it caused
-    except BaseException:
-        if errors:
-            raise errors[0] from None
-        raise
-    if errors:
-        raise errors[0]
 
 
 def _evaluator(ctx: RunContext, model):

@@ -140,24 +140,24 @@ def write_histograms(
     note = [f"# first {len(counts)} of {total} clients"] if partial else []
     (run_dir / "client_histograms.csv").write_text("\n".join([*note, header, *rows]) + "\n")
     import matplotlib
+    from matplotlib.collections import PolyCollection
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    # one collection of bars per class: 100 clients x 10 classes as patches took 1.6 s to draw
     shown = counts[:100]
-    fig, ax = plt.subplots(figsize=(min(16, 3 + 0.12 * len(shown)), 3.8))
+    fig = Figure(figsize=(min(16, 3 + 0.12 * len(shown)), 3.8))
+    ax = fig.subplots()
+    cmap = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
+    x = np.arange(len(shown))[:, None] + np.array([-0.45, -0.45, 0.45, 0.45])
     bottom = np.zeros(len(shown))
-    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
     for k, name in enumerate(classes):
-        ax.bar(
-            range(len(shown)),
-            shown[:, k],
-            bottom=bottom,
-            width=0.9,
-            color=cmap(k % cmap.N),
-            label=str(name),
-        )
-        bottom += shown[:, k]
+        top = bottom + shown[:, k]
+        heights = np.stack([bottom, top, top, bottom], axis=1)
+        bars = np.stack([x, heights], axis=2)  # (clients, 4 corners, xy)
+        ax.add_collection(PolyCollection(bars, facecolors=cmap(k % cmap.N), label=str(name)))
+        bottom = top
+    ax.autoscale_view()
+    ax.set_ylim(bottom=0)
     of = total if partial else len(counts)
     more = f" (first {len(shown)} of {of})" if of > len(shown) else ""
     if partial and len(counts) > len(shown):
@@ -168,4 +168,3 @@ def write_histograms(
     ax.legend(fontsize=6, ncol=1, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
     fig.savefig(run_dir / "client_histograms.png", dpi=100)
-    plt.close(fig)

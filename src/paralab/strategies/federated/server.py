@@ -1,11 +1,12 @@
-"""The ServerApp's round loop: a Flower strategy's configure/aggregate steps, measured per round.
+"""The server's round loop: a Flower strategy's configure/aggregate steps, measured per round.
 
 ``Strategy.start`` runs all rounds in one call. The loop here makes the same calls in the same
 order (configure_train, send_and_receive, aggregate_train, configure_evaluate, ...), and adds what
 the platform needs between them: the round's metrics (clients succeeded/failed, bytes each way,
 wall time, the task's centralized test metrics) to the tracker, a checkpoint of the global model
 and the strategy's state after every round, resuming at a given round, seeded client sampling, a
-deadline, and stopping when no client succeeds.
+deadline, and stopping when no client succeeds. It talks to the clients through the engine's
+grid (:class:`.engine.RayGrid`), in the run's own thread.
 """
 
 from __future__ import annotations
@@ -13,63 +14,19 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from paralab.errors import RunFailedError
 from paralab.platform.divergence import check_finite
 from paralab.platform.progress import say
 from paralab.strategies.federated.client import client_seed
 
+if TYPE_CHECKING:
+    from paralab.strategies.federated.engine import RayGrid
+
 
 class FederatedRunError(RunFailedError):
     """A federated run that cannot go on: every client failed, or the run hit its timeout."""
-
-
-class OrderedGrid:
-    """The simulation's grid, with node ids listed in partition order (registration order).
-
-    Flower samples with ``random.sample`` over ``get_node_ids()``, a set of random ids; listing
-    them in registration order (= partition id in the simulation engine) and seeding ``random``
-    per round makes client sampling reproducible. Replies are sorted by the partition id the
-    client reports, so aggregation sums in the same order every run.
-    """
-
-    def __init__(self, grid, expected: int, abort, deadline: float) -> None:
-        self._grid = grid
-        nodes = self._ordered()
-        while len(nodes) < expected:  # the engine registers its nodes after the server starts
-            if abort.wait(0.02) or time.monotonic() > deadline:
-                raise FederatedRunError(
-                    f"only {len(nodes)} of {expected} simulated clients came up before the "
-                    "run was stopped"
-                )
-            nodes = self._ordered()
-        self.node_ids = nodes
-        self.index = {node: i for i, node in enumerate(self.node_ids)}
-
-    def _ordered(self) -> list[int]:
-        state = getattr(self._grid, "state", None)  # the in-memory link state keeps insertion order
-        if state is not None and hasattr(state, "get_node_info"):
-            return [n.node_id for n in state.get_node_info()]
-        return sorted(self._grid.get_node_ids())
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.node_ids)
-
-    def send_and_receive(self, messages: list, *, timeout: float, abort) -> list:
-        """Flower's push/pull, polled every 5 ms (Flower: 100 ms) and stopped by ``abort``."""
-        pending = set(self._grid.push_messages(messages))
-        end, replies = time.monotonic() + timeout, []
-        while pending and time.monotonic() < end and not abort.is_set():
-            got = list(self._grid.pull_messages(pending))
-            replies += got
-            pending.difference_update(m.metadata.reply_to_message_id for m in got)
-            if pending:
-                abort.wait(0.005)
-        return replies
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._grid, name)
 
 
 @dataclass
@@ -93,7 +50,7 @@ def short_reason(reason: str) -> str:
 
 
 class ServerLoop:
-    """Runs inside the ServerApp (a thread of this process), so it logs straight to the run."""
+    """A Flower strategy's rounds on the engine's grid, in the run's thread (it logs to the run)."""
 
     def __init__(self, ctx, strategy, arrays, state: LoopState, evaluate, save, abort) -> None:
         self.ctx, self.cfg, self.abort = ctx, ctx.config.paradigm, abort
@@ -105,7 +62,7 @@ class ServerLoop:
         self.stopped_at: str = ""
         self.round = 0  # the round in progress (the hooks read it)
 
-    def _send(self, grid: OrderedGrid, messages: list, phase: str, rnd: int) -> tuple[list, list]:
+    def _send(self, grid: RayGrid, messages: list, phase: str, rnd: int) -> tuple[list, list]:
         left = self.deadline - time.monotonic()
         if left <= 0:
             self._timeout(rnd, phase)
@@ -132,7 +89,7 @@ class ServerLoop:
 
         return ConfigRecord()
 
-    def before_send(self, messages: list, grid: OrderedGrid) -> dict[str, float]:
+    def before_send(self, messages: list, grid: RayGrid) -> dict[str, float]:
         """Change the round's training messages before they go; metrics to log."""
         return {}
 
@@ -165,10 +122,9 @@ class ServerLoop:
             "run needs longer: raise paradigm.timeout_s"
         )
 
-    def run(self, grid) -> None:
+    def run(self, grid: RayGrid) -> None:
         from flwr.app import ConfigRecord
 
-        grid = OrderedGrid(grid, self.cfg.num_clients, self.abort, self.deadline)
         seed = self.ctx.config.seed
         start = self.state.round + 1
         if start == 1 and self.cfg.centralized_eval:

@@ -1,41 +1,38 @@
-"""Flower's simulation engine for one federated run: the ServerApp in a thread of this process,
-the ClientApps in Ray actors, on the Ray that :mod:`.local_ray` starts or connects to.
+"""A federated run's session on the engine (:mod:`.engine`): Ray, the client actors, the server
+loop; and the warm engine that a suite keeps between its federated runs.
 
 Lifecycle rules, and where each is kept:
 
-- the engine runs in a thread of its own (:class:`Engine`), so Ctrl-C lands in the main thread
-  and never inside Flower's shutdown sequence, which it used to cut short (Flower then called
-  ``ray.shutdown()`` under threads blocked in ``ray.get``, and the interpreter waited on those
-  threads forever);
-- after Ctrl-C the run aborts, busy clients are killed so the engine's threads return, and only
-  then is Ray shut down; Ray's auto-``init`` is off meanwhile
-  (:func:`.flower_compat.no_auto_init`), so a late Ray call raises instead of starting a second
-  local Ray;
+- :func:`federated_session` starts (or reuses) the engine and has its actors build the run's
+  state at once, while the run builds its server side; :func:`serve` runs the server loop in
+  this thread, so a Ctrl-C lands here: the run aborts, the clients still computing are killed,
+  the engine is closed and the interrupt goes on to the runner;
 - only the processes a local Ray started are waited for and killed
   (:class:`.local_ray.LocalRay`), never a process the run found running (wandb's service, a
   user's Ray cluster); a reaper process (:mod:`.reaper`) kills them if this process dies, even
   by ``kill -9``;
-- a watchdog stops a run that outlives its timeout.
-
-What reaches into Flower's or Ray's internals is kept in :mod:`.flower_compat`.
+- Ray's auto-``init`` is off while a session is open (:func:`.flower_compat.no_auto_init`): a
+  stray Ray call raises instead of starting a second local Ray;
+- a client that hangs holds its actor only until its round's ``paradigm.round_timeout_s`` (or
+  the run's ``timeout_s``); the actor is killed and replaced when the run ends;
+- inside :func:`warm_engine` (a suite), the engine survives a run that ended normally and serves
+  the next federated run with the same Ray settings and client resources: Ray is not started
+  again, the workers have imported torch, and they only take the new run's config and data.
+  Measured in the README ("Speed").
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from paralab.errors import ConfigError
-from paralab.strategies.federated.flower_compat import (
-    actor_pools,
-    fast_dispatch,
-    kill_busy_clients,
-    no_auto_init,
-    no_idle_telemetry,
-)
+from paralab.strategies.federated.engine import FederatedEngine
+from paralab.strategies.federated.flower_compat import no_auto_init, server_identity
 from paralab.strategies.federated.local_ray import (
     LocalRay,
     check_fits,
@@ -45,161 +42,129 @@ from paralab.strategies.federated.local_ray import (
 )
 from paralab.strategies.federated.server import FederatedRunError
 
-GRACE_S = 10.0  # how long the engine gets to stop after the server did, before Ray is torn down
-INTERRUPT_GRACE_S = 10.0  # after Ctrl-C: how long the engine gets to return before Ray goes
-
 log = logging.getLogger(__name__)
 
 
 def quiet_flower() -> None:
-    """Flower logs ~50 INFO lines and a deprecation banner per run, and a traceback per failed
-    client; the round loop reports all of that itself (one line per round, errors by reason)."""
+    """Flower logs INFO lines and deprecation banners (strategies on construction); the round
+    loop reports what matters itself (one line per round, errors by reason)."""
     logging.getLogger("flwr").setLevel(logging.CRITICAL)
     for name in ("ray", "ray.data", "ray.tune", "ray.rllib", "ray.serve", "ray.train"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-class Engine(threading.Thread):
-    """Flower's ``run_simulation`` in a thread of its own; what it raised is kept for the caller.
+@dataclass
+class _Held:
+    """An engine and the local Ray it runs on (None: a cluster this process attached to)."""
 
-    In the main thread, a Ctrl-C interrupted Flower's engine in the middle of its shutdown
-    (joining its client threads), and its ``finally`` then shut Ray down under threads still
-    blocked in ``ray.get``: the interpreter waited on them forever at exit. Here the signal
-    reaches the main thread, which stops the run in order instead (:func:`_wait_or_interrupt`).
-
-    The main thread waits on :attr:`finished`, never on ``join()``: a Ctrl-C that interrupts
-    ``Thread.join`` makes CPython 3.11 mark the still-running thread as stopped (its
-    ``_wait_for_tstate_lock`` releases the lock the live thread holds), after which
-    ``is_alive()`` lies and Ray was shut down under the engine.
-    """
-
-    def __init__(self, server_app, client_app, cfg) -> None:
-        super().__init__(name="paralab-fl-engine", daemon=True)
-        self.apps, self.cfg = (server_app, client_app), cfg
-        self.error: BaseException | None = None
-        self.finished = threading.Event()
-
-    def run(self) -> None:
-        from flwr.simulation import run_simulation
-
-        res = self.cfg.client_resources
-        backend = {
-            "client_resources": {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus},
-            "init_args": {"logging_level": logging.ERROR, "log_to_driver": False},
-        }
-        try:
-            with fast_dispatch(), no_idle_telemetry():
-                run_simulation(
-                    server_app=self.apps[0],
-                    client_app=self.apps[1],
-                    num_supernodes=self.cfg.num_clients,
-                    backend_config=backend,
-                )
-        except BaseException as error:
-            self.error = error
-        finally:
-            self.finished.set()
+    engine: FederatedEngine
+    local: LocalRay | None
 
 
-def _wait_or_interrupt(engine: Engine, abort: threading.Event, describe_abort) -> None:
-    """Wait for the engine; on Ctrl-C, stop the run (:func:`_wind_down`), then re-raise."""
+_held: _Held | None = None  # the engine kept between runs inside warm_engine()
+_keep_warm = 0  # how many warm_engine() blocks are open
+
+
+def engine_key(cfg) -> tuple:
+    """What a warm engine must match to serve a run: the Ray it is on, the clients' size."""
+    res = cfg.client_resources
+    return (ray_address(cfg), cfg.ray_num_cpus, res.num_cpus, res.num_gpus)
+
+
+@contextlib.contextmanager
+def warm_engine() -> Iterator[None]:
+    """Keep the federated engine (Ray and its client workers) between the runs inside; it stops
+    when the outermost block ends."""
+    global _keep_warm
+    _keep_warm += 1
     try:
-        while not engine.finished.wait(0.1):
-            pass
-    except KeyboardInterrupt:
-        log.info("Ctrl-C: stopping the federated run")
-        describe_abort("interrupted")
-        abort.set()
-        started = time.monotonic()
-        _wind_down(engine)
-        log.debug("the engine stopped %.1f s after Ctrl-C", time.monotonic() - started)
-        raise
+        yield
+    finally:
+        _keep_warm -= 1
+        if _keep_warm == 0:
+            _close_held()
 
 
-def _wind_down(engine: Engine) -> None:
-    """After an abort: let the engine return before anything shuts Ray down.
-
-    The server loop stops within milliseconds of the abort, which stops Flower's threads once
-    their client calls return; killing the clients still computing makes those ``ray.get``
-    calls raise at once. Ray may go only after that. Further Ctrl-Cs meanwhile are absorbed:
-    the wait is bounded by ``INTERRUPT_GRACE_S``.
-    """
-    deadline = time.monotonic() + INTERRUPT_GRACE_S
-    pools: list = []
-    while not engine.finished.is_set() and time.monotonic() < deadline:
-        with contextlib.suppress(KeyboardInterrupt):
-            pools = pools or actor_pools()
-            kill_busy_clients(pools)
-            engine.finished.wait(0.2)
-    if not engine.finished.is_set():
-        log.warning("the Flower engine did not stop %g s after Ctrl-C", INTERRUPT_GRACE_S)
+def _close_held() -> None:
+    global _held
+    held, _held = _held, None
+    if held is not None:
+        with no_auto_init():
+            held.engine.close()
+            stop_ray(held.local)
 
 
-def _watchdog(cfg, server_done, done, abort, describe_abort, stop) -> None:
-    """Stop a run past ``timeout_s``, and free an engine still busy ``GRACE_S`` after the
-    server stopped (Flower waits for every client call in flight: a hung client held the run)."""
-    deadline = time.monotonic() + cfg.timeout_s + GRACE_S
-    while not done.is_set():
-        if server_done.wait(0.2) or time.monotonic() > deadline:
-            if not server_done.is_set():
-                describe_abort(f"paradigm.timeout_s={cfg.timeout_s:g} s passed")
-                abort.set()
-            if not done.wait(GRACE_S):
-                kill_busy_clients()  # the engine's threads wait on them; killing frees them
-            if not done.wait(GRACE_S):
-                stop(2.0)
-            return
-
-
-def simulate(
-    server_app,
-    client_app,
-    cfg,
-    abort: threading.Event,
-    server_done: threading.Event,
-    describe_abort: Callable[[str], None],
-) -> None:
-    """Run the apps on Ray; raise what the ServerApp raised; always shut Ray down.
-
-    Errors that are the run's own (:class:`FederatedRunError` and its kin, a ConfigError) come
-    out as they are; anything else from the engine becomes a FederatedRunError.
-    """
-    quiet_flower()
+def _start(cfg) -> _Held:
+    """Ray (local or the configured cluster) and an engine sized to what fits on it."""
     local = None if ray_address(cfg) else LocalRay()
-    done = threading.Event()
+    try:
+        start_ray(cfg, local)
+        fits = check_fits(cfg)
+    except BaseException:
+        stop_ray(local)
+        raise
+    res = cfg.client_resources
+    return _Held(FederatedEngine(engine_key(cfg), fits, res.num_cpus, res.num_gpus), local)
 
-    def stop(wait_s: float = 10.0) -> None:
-        stop_ray(local, wait_s)
 
-    guard = threading.Thread(
-        target=_watchdog,
-        args=(cfg, server_done, done, abort, describe_abort, stop),
-        name="paralab-fl-watchdog",
-        daemon=True,
-    )
-    engine = Engine(server_app, client_app, cfg)
-    with no_auto_init():  # until Ray is gone: a late Ray call must not start another Ray
+def _acquire(cfg) -> tuple[_Held, bool]:
+    """The warm engine when it matches ``cfg``, else a new one. Returns it and whether warm."""
+    import ray
+
+    global _held
+    if _held is not None and _held.engine.key == engine_key(cfg) and ray.is_initialized():
+        held, _held = _held, None
+        return held, True
+    _close_held()
+    return _start(cfg), False
+
+
+@contextlib.contextmanager
+def federated_session(cfg, plain: dict, data: Any, app: Any, run_key: str) -> Iterator[Any]:
+    """The engine for one run, its actors already building the run's state (torch, data,
+    model) while the caller builds the server side. Kept warm afterwards inside
+    :func:`warm_engine` when the run ended normally; otherwise stopped."""
+    global _held
+    quiet_flower()
+    started = time.perf_counter()
+    with no_auto_init():  # until the session ends: a stray Ray call must not start a Ray
+        held, warm = _acquire(cfg)
+        held.engine.session_started = started
+        log.debug("federated engine: %s", "warm" if warm else "started")
+        ended = False
         try:
-            start_ray(cfg, local)
-            check_fits(cfg)
-            guard.start()
-            engine.start()
-            _wait_or_interrupt(engine, abort, describe_abort)
-            _raise_engine_error(engine.error, abort, describe_abort)
+            held.engine.prepare(run_key, app, plain, data, cfg.num_clients)
+            yield held.engine
+            ended = True
         finally:
+            held.engine.finish_run()
+            if ended and _keep_warm > 0:
+                _held = held
+            else:
+                held.engine.close()
+                stop_ray(held.local)
+
+
+def serve(engine: FederatedEngine, loop: Any, cfg, abort) -> None:
+    """Run the server loop on ``engine``'s grid, here. Ctrl-C: abort, kill the busy clients,
+    re-raise. A Ray failure (its processes gone) becomes a :class:`FederatedRunError`."""
+    import ray
+
+    grid = engine.grid(cfg.num_clients)
+    loop.created = engine.session_started  # start-up counts Ray and the engine too
+    with server_identity(time.time_ns() % 2**63):
+        try:
+            loop.run(grid)
+        except KeyboardInterrupt:
+            log.info("Ctrl-C: stopping the federated run")
+            loop.stopped_at = "interrupted"
             abort.set()
-            done.set()
-            stop()
-
-
-def _raise_engine_error(error: BaseException | None, abort, describe_abort) -> None:
-    if error is None:
-        return
-    if isinstance(error, (FederatedRunError, ConfigError)):
-        raise error
-    cause = error.__cause__ or error
-    describe_abort(f"the simulation engine failed: {cause}")
-    abort.set()
-    raise FederatedRunError(
-        f"the Flower simulation engine failed: {type(cause).__name__}: {cause}"
-    ) from error
+            engine.kill_busy()
+            raise
+        except (FederatedRunError, ConfigError):
+            raise
+        except ray.exceptions.RaySystemError as error:
+            abort.set()
+            raise FederatedRunError(
+                f"the Ray engine failed: {type(error).__name__}: {error}"
+            ) from error

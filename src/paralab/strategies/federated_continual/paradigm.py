@@ -28,7 +28,7 @@ from paralab.errors import ConfigError
 from paralab.platform.paradigm import register_paradigm
 from paralab.platform.runner import RunContext
 from paralab.strategies.federated.config import check_config
-from paralab.strategies.federated.paradigm import Federated, _saver, _simulate, aggregated
+from paralab.strategies.federated.paradigm import Federated, _saver, aggregated
 from paralab.strategies.federated_continual.config import FederatedContinualConfig
 
 
@@ -98,22 +98,47 @@ class FederatedContinual(Federated):
         check_config(cfg, smallest, data.num_classes)
 
     def run(self, ctx: RunContext) -> dict[str, float]:
-        import torch
-        from flwr.app import ArrayRecord
-
         from paralab.strategies.continual.metrics import (
             continual_metrics,
             plot_matrix,
             write_matrix_json,
         )
         from paralab.strategies.federated.server import final_metrics
-        from paralab.strategies.federated.simulation import quiet_flower
+        from paralab.strategies.federated.simulation import federated_session, serve
+        from paralab.strategies.federated_continual.client import make_continual_client_app
+        from paralab.strategies.federated_continual.evaluation import forgetting_summary
+
+        cfg = self.cfg
+        run_key = f"{ctx.run_dir}:{time.time_ns()}"
+        client_app = make_continual_client_app(ctx.config.plain, run_key)
+        # the workers build their state from here on, while this process builds the server's
+        with federated_session(cfg, ctx.config.plain, ctx.data, client_app, run_key) as engine:
+            loop, model, labels = self._server(ctx)
+            serve(engine, loop, cfg, loop.abort)
+        headline = ctx.task.headline
+        matrix = loop.state.matrix
+        write_matrix_json(ctx.run_dir / "accuracy_matrix.json", matrix, labels, headline)
+        title = f"{self.strategy} ({cfg.schedule}, {cfg.scenario}-incremental): test/{headline}"
+        plot_matrix(ctx.run_dir / "accuracy_matrix.png", matrix, labels, title)
+        metrics = final_metrics(loop.state, cfg.target, f"test/{headline}")
+        metrics |= continual_metrics(matrix, headline) if matrix else {}
+        metrics |= _memory(loop.state) | aggregated(model)
+        if cfg.client_eval:
+            rows = loop.state.client_rows
+            (ctx.run_dir / "client_matrices.json").write_text(json.dumps(rows, indent=1))
+            metrics |= forgetting_summary(rows)
+        return metrics
+
+    def _server(self, ctx: RunContext):
+        """The server side: the schedule (``schedule.json``), the global model, strategy, client
+        store and server step (from the last checkpoint on resume), and the round loop."""
+        import torch
+        from flwr.app import ArrayRecord
+
         from paralab.strategies.federated.strategies import build_strategy, load_strategy_state
         from paralab.strategies.federated_continual import server as S
-        from paralab.strategies.federated_continual.client import make_continual_client_app
         from paralab.strategies.federated_continual.evaluation import (
             experience_scorer,
-            forgetting_summary,
             round_evaluator,
         )
         from paralab.strategies.federated_continual.schedule import (
@@ -121,7 +146,6 @@ class FederatedContinual(Federated):
             experience_labels,
         )
 
-        quiet_flower()
         cfg, task = self.cfg, ctx.task
         schedule = build_schedule(ctx.config, ctx.data, task)
         labels = experience_labels(schedule, cfg.scenario)
@@ -138,7 +162,6 @@ class FederatedContinual(Federated):
             store = S.decode_store(ckpt["clients"])
             if server_step is not None:
                 server_step.load(ckpt.get("server", {}))
-        abort = threading.Event()
         score = experience_scorer(ctx, model, schedule)
         loop = S.ContinualServerLoop(
             ctx, strategy, ArrayRecord(model.state_dict()), state,
@@ -147,24 +170,10 @@ class FederatedContinual(Federated):
                 "clients": S.encode_store(store),
                 "server": server_step.state() if server_step is not None else {},
             }),
-            abort, schedule=schedule, store=store, server_step=server_step,
+            threading.Event(), schedule=schedule, store=store, server_step=server_step,
             client_scorer=score if cfg.client_eval else None,
         )  # fmt: skip
-        client_app = make_continual_client_app(ctx.config.plain, f"{ctx.run_dir}:{time.time_ns()}")
-        _simulate(loop, client_app, cfg, abort)
-        headline = task.headline
-        matrix = loop.state.matrix
-        write_matrix_json(ctx.run_dir / "accuracy_matrix.json", matrix, labels, headline)
-        title = f"{self.strategy} ({cfg.schedule}, {cfg.scenario}-incremental): test/{headline}"
-        plot_matrix(ctx.run_dir / "accuracy_matrix.png", matrix, labels, title)
-        metrics = final_metrics(loop.state, cfg.target, f"test/{headline}")
-        metrics |= continual_metrics(matrix, headline) if matrix else {}
-        metrics |= _memory(loop.state) | aggregated(model)
-        if cfg.client_eval:
-            rows = loop.state.client_rows
-            (ctx.run_dir / "client_matrices.json").write_text(json.dumps(rows, indent=1))
-            metrics |= forgetting_summary(rows)
-        return metrics
+        return loop, model, labels
 
 
 def _server_step(cfg, ctx, model, schedule):

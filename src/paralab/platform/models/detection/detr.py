@@ -38,7 +38,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torchvision.ops import box_convert
 
 from paralab.errors import ConfigError
 from paralab.platform.bounds import bounded
@@ -176,6 +175,8 @@ class DETR(Detector):
     ) -> list[dict[str, torch.Tensor]]:
         """Per image: the best ``detections_per_image`` queries whose best real class scores
         above ``score_threshold``, boxes in xyxy pixels clipped to the image; no NMS."""
+        from torchvision.ops import box_convert
+
         h, w = size
         scores, labels = logits.softmax(-1)[..., :-1].max(-1)
         xyxy = box_convert(boxes, "cxcywh", "xyxy") * boxes.new_tensor([w, h, w, h])

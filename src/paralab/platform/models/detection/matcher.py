@@ -23,11 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import box_convert, generalized_box_iou, generalized_box_iou_loss
 
+# torchvision.ops and scipy are imported where they are used: torchvision.ops imports
+# torch._dynamo (about 1.2 s here), which every process that loads the model registry (the CLI,
+# each federated worker) would pay.
 Match = tuple[torch.Tensor, torch.Tensor]  # (query indices, object indices), both long
 
 
@@ -45,6 +46,8 @@ def normalise_targets(
 ) -> list[dict[str, torch.Tensor]]:
     """Per-image ``{"boxes": xyxy pixels, "labels"}`` -> boxes as cxcywh fractions of the
     ``(height, width)`` image, the predictions' form."""
+    from torchvision.ops import box_convert
+
     h, w = image_size
     out = []
     for t in targets:
@@ -70,6 +73,9 @@ def hungarian_match(
     per image; an image without objects gets empty indices. Raises ``ValueError`` when an image
     has more objects than there are queries.
     """
+    from scipy.optimize import linear_sum_assignment
+    from torchvision.ops import generalized_box_iou
+
     n, q = logits.shape[:2]
     sizes = [len(t["boxes"]) for t in targets]
     most = max(sizes, default=0)
@@ -121,6 +127,8 @@ class SetCriterion(nn.Module):
         """``logits`` (N, Q, C+1), ``boxes`` (N, Q, 4) normalised cxcywh, ``targets`` as
         :func:`normalise_targets` gives -> the weighted ``loss_ce``, ``loss_bbox``,
         ``loss_giou``."""
+        from torchvision.ops import generalized_box_iou_loss
+
         matches = hungarian_match(logits, boxes, targets, self.weights)
         batch = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(matches)])
         query = torch.cat([q for q, _ in matches]).to(logits.device)
@@ -149,4 +157,6 @@ class SetCriterion(nn.Module):
 
 
 def _xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    from torchvision.ops import box_convert
+
     return box_convert(boxes, "cxcywh", "xyxy")

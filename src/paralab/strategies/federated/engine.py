@@ -241,14 +241,13 @@ class RayGrid:
     """The calls Flower's ``Grid`` offers its strategies, for one run on a
     :class:`FederatedEngine`: node ids in partition order (Flower samples with ``random.sample``
     over them; seeded per round, sampling repeats), and a blocking ``send_and_receive`` that
-    also stops on ``abort``."""
+    also stops on ``abort`` (the server loop and Flower's strategies call no other; the two-step
+    ``push_messages``/``pull_messages`` is not offered)."""
 
     def __init__(self, engine: FederatedEngine, num_clients: int) -> None:
         self.engine = engine
         self.index = NodeIndex(num_clients)
         self.node_ids = range(FIRST_NODE_ID, FIRST_NODE_ID + num_clients)
-        self._pushed: list = []
-        self._replies: list = []
 
     def get_node_ids(self) -> Iterable[int]:
         return list(self.node_ids)
@@ -262,21 +261,3 @@ class RayGrid:
         for msg in pushed:
             stamp_message_id(msg)
         return self.engine.exchange(pushed, timeout, abort)
-
-    def push_messages(self, messages: Iterable) -> list[str]:
-        """Flower's two-step form, for strategies that use it: messages are sent by the next
-        :meth:`pull_messages`, which waits for all of them."""
-        pushed = list(messages)
-        for msg in pushed:
-            stamp_message_id(msg)
-        self._pushed += pushed
-        return [m.metadata.message_id for m in pushed]
-
-    def pull_messages(self, message_ids: Iterable[str]) -> list:
-        if self._pushed:
-            self._replies += self.engine.exchange(self._pushed, None, None)
-            self._pushed = []
-        ids = set(message_ids)
-        out = [r for r in self._replies if r.metadata.reply_to_message_id in ids]
-        self._replies = [r for r in self._replies if r not in out]
-        return out

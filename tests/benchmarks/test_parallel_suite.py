@@ -171,6 +171,37 @@ def test_runs_spread_over_the_nodes_of_a_cluster(suites, two_node_cluster):
     assert len({r["node"] for r in done.values()}) == 2  # one CPU per node, one per run
 
 
+def test_a_federated_run_on_a_cluster_reserves_its_clients_with_it(suites, two_node_cluster):
+    """Two one-CPU nodes: the federated run's own process and its one client per round take
+    both, as one placement group; so the offline run never runs beside it (without the group,
+    both processes started and the client waited for a CPU the offline run held)."""
+    fed = TINY.replace("paradigm.fraction_evaluate=0]", "paradigm.fraction_evaluate=0, "
+                       "paradigm.num_clients=2, paradigm.fraction_train=0.5, "
+                       "paradigm.min_train_clients=1]")  # fmt: skip
+    (suites / "configs" / "benchmark" / "fed.yaml").write_text(fed)
+    folder = paralab.bench(
+        "fed", [*QUICK, "trainer.max_epochs=8"], output_dir=str(suites),
+        only=["offline", "fedavg"], ray_address=two_node_cluster, parallel=2,
+    )  # fmt: skip
+    done = rows(folder)
+    assert {r["status"] for r in done.values()} == {"completed"}, done
+    spans = []
+    for row in done.values():
+        summary = json.loads((Path(row["run_dir"]) / "summary.json").read_text())
+        start = time.mktime(time.strptime(summary["started"], "%Y-%m-%dT%H:%M:%S"))
+        spans.append((start, start + summary["wall_time_s"]))
+    (_, first_end), (second_start, _) = sorted(spans)
+    assert second_start >= first_end - 1  # one after the other ("started" is to the second)
+    assert "clients in Ray placement group fed" in (folder / "logs" / "fedavg.log").read_text()
+    # a group the cluster can never grant (3 clients at once) stops the suite before its folder
+    out = suites / "too_big"
+    with pytest.raises(paralab.ConfigError, match="reserves its own process and 3 clients"):
+        paralab.bench("fed", [*QUICK, "paradigm.num_clients=3", "paradigm.fraction_train=1"],
+                      output_dir=str(out), only=["fedavg"], ray_address=two_node_cluster,
+                      parallel=1)  # fmt: skip
+    assert not out.exists()
+
+
 def test_a_ddp_run_gets_a_process_and_all_its_devices(suites):
     """Two DDP processes on CPUs stand in for two GPUs: the run asks for both cores at once."""
     ddp = "experiment: quickstart_offline, overrides: [trainer=ddp_cpu]}"

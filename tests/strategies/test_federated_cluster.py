@@ -8,6 +8,7 @@ import csv
 from pathlib import Path
 
 import psutil
+import pytest
 
 import paralab
 
@@ -25,3 +26,7 @@ def test_clients_run_on_both_nodes_of_an_existing_cluster(two_node_cluster, tmp_
     assert max(nodes) == 2
     # the cluster is still up (the run only disconnected); its processes are not our children
     assert not psutil.Process().children(recursive=True)
+    monkeypatch.setenv("PARALAB_PLACEMENT_GROUP", "no-such-group")
+    with pytest.raises(paralab.ConfigError, match="no Ray placement group of that name"):
+        paralab.run("quickstart_federated", ["tracking.wandb=disabled", "paradigm.rounds=1",
+                                             f"output_dir={tmp_path}"])  # fmt: skip

@@ -198,6 +198,15 @@ def test_an_unreachable_cluster_address_fails_at_once(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_placement_group_without_a_cluster_is_an_input_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PARALAB_PLACEMENT_GROUP", "suite/run/1")
+    code = main(["run", "quickstart_federated", *SMALL, "tracking.wandb=disabled",
+                 f"output_dir={tmp_path}"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "$PARALAB_PLACEMENT_GROUP names a Ray placement group" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_diverging_run_fails_and_names_the_round(tmp_path, capsys):
     code = main(["run", "quickstart_federated", *SMALL, "paradigm.rounds=3", "optim.lr=1e6",
                  "tracking.wandb=disabled", f"output_dir={tmp_path}"])  # fmt: skip

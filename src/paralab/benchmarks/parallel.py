@@ -11,7 +11,9 @@ Placement: on this machine a local Ray is started for the suite (and stopped wit
 processes reaped as a federated run's are); ``--ray-address`` or ``$RAY_ADDRESS`` attaches to
 an existing cluster instead, whose nodes must share the suite folder (a network filesystem:
 each run writes its folder where it runs). One run's resources are one Ray request, so a DDP run
-gets all its devices at once or waits; it is never half-started.
+gets all its devices at once or waits; it is never half-started. A federated run on a cluster
+reserves its own process and its clients (as many as a round samples) as one placement group
+(:mod:`paralab.strategies.federated.placement`): it starts whole or waits.
 
 A run that fails, crashes or is killed becomes a row with its status; the others go on, and
 ``paralab bench --resume`` finishes what is missing. A run that starts from another's folder
@@ -27,6 +29,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +58,9 @@ class Job:
     resources: dict[str, float]
     needs: list[str] = field(default_factory=list)
     describe: dict[str, str] = field(default_factory=dict)  # paradigm, model, dataset
+    #: a federated run's clients on a cluster: one Ray bundle each, reserved with the run's own
+    #: resources as one placement group (see :mod:`paralab.strategies.federated.placement`)
+    clients: list[dict[str, float]] = field(default_factory=list)
 
 
 def run_jobs(
@@ -80,6 +86,7 @@ def run_jobs(
         job.needs = [n for n in job.needs if n in names]
     pending = {j.name: j for j in jobs}
     running: dict[Any, Job] = {}
+    groups: dict[Any, Any] = {}  # a running job's placement group, removed when it ends
     results: dict[str, dict[str, Any]] = {}
     env = {k: v for k, v in os.environ.items() if k.startswith(PASSED_ENV)}
     if ray_address:
@@ -89,10 +96,11 @@ def run_jobs(
             for job in _ready(pending, results, parallel - len(running)):
                 del pending[job.name]
                 argv = [folder_of_item(a, folder_of) for a in job.argv]
-                ref = remote.options(**job.resources).remote(
-                    job.name, argv, env, str(folder / LOGS / f"{job.name}.log"), board
+                options, job_env, group = _placed(folder, job, env)
+                ref = remote.options(**options).remote(
+                    job.name, argv, job_env, str(folder / LOGS / f"{job.name}.log"), board
                 )
-                running[ref] = job
+                running[ref], groups[ref] = job, group
                 table.set(job.name, RunState("running"))
             for job in _blocked(pending, results):
                 del pending[job.name]
@@ -104,14 +112,49 @@ def run_jobs(
             for ref in done or ():
                 job = running.pop(ref)
                 results[job.name] = _outcome(job, ref, folder_of, summary_of)
+                _release(groups.pop(ref, None))
                 table.set(job.name, _state(results[job.name], metric))
             table.progress(ray.get(board.lines.remote()))
     except KeyboardInterrupt:
         table.close()
         _stop(list(running))
         raise
+    finally:
+        for group in groups.values():
+            _release(group)
     table.close()
     return results
+
+
+def _placed(folder: Path, job: Job, env: dict[str, str]) -> tuple[dict, dict[str, str], Any]:
+    """The Ray options, environment and placement group (or None) of ``job``'s task: a job with
+    clients runs in bundle 0 of a group that also holds its clients' bundles, named to the run
+    by ``$PARALAB_PLACEMENT_GROUP``; Ray starts the task once the whole group is granted."""
+    from paralab.strategies.federated.placement import ENV, RUN_BUNDLE, reserve
+
+    job_env = {k: v for k, v in env.items() if k != ENV}
+    if not job.clients:
+        return dict(job.resources), job_env, None
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    name = f"{folder.name}/{job.name}/{uuid.uuid4().hex[:8]}"
+    group = reserve(name, run_bundle(job.resources), job.clients)
+    strategy = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=RUN_BUNDLE)
+    return {**job.resources, "scheduling_strategy": strategy}, {**job_env, ENV: name}, group
+
+
+def _release(group: Any) -> None:
+    if group is not None:
+        from ray.util.placement_group import remove_placement_group
+
+        with contextlib.suppress(Exception):
+            remove_placement_group(group)
+
+
+def run_bundle(resources: dict[str, float]) -> dict[str, float]:
+    """A run's request (``num_cpus``, ``num_gpus``, ``memory``) as a Ray bundle."""
+    keys = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}
+    return {keys[k]: v for k, v in resources.items() if v}
 
 
 def folder_of_item(item: str, folder_of: Callable[[str], Path | None]) -> str:
@@ -274,10 +317,13 @@ def check_fits(jobs: list[Job]) -> None:
     folder exists (a run that fits nowhere would wait forever)."""
     import ray
 
+    from paralab.strategies.federated.placement import check_total
+
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    keys = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}
     for job in jobs:
-        need = {keys[k]: v for k, v in job.resources.items() if v}
+        need = run_bundle(job.resources)
+        if job.clients:
+            check_total(job.name, [need, *job.clients])
         if not any(all(n.get(k, 0) >= v for k, v in need.items()) for n in nodes):
             largest = {k: max((n.get(k, 0) for n in nodes), default=0) for k in need}
             raise ConfigError(

@@ -87,7 +87,12 @@ class SuitePlacement:
         needs = [ref.run for ref in self.prepared.refs.get(run.name, []) if ref.run in names]
         describe = {"paradigm": config.paradigm.name, "model": config.model.name,
                     "dataset": config.data.name}  # fmt: skip
-        return Job(run.name, [run.experiment, *overrides], resources, needs, describe)
+        job = Job(run.name, [run.experiment, *overrides], resources, needs, describe)
+        if self.address and "client_resources" in config.plain["paradigm"]:
+            from paralab.strategies.federated.placement import client_bundle, clients_at_once
+
+            job.clients = [client_bundle(config.paradigm)] * clients_at_once(config.paradigm)
+        return job
 
     def _resources(self, run, config) -> dict[str, float]:
         """The run's Ray request (see :class:`~paralab.benchmarks.suite_file.Resources`)."""

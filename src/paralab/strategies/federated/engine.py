@@ -108,22 +108,42 @@ class FederatedEngine:
     #: the server between two clients); with few left, one each, so none waits behind another
     DEPTH = 2
 
-    def __init__(self, key: tuple, size: int, num_cpus: float, num_gpus: float) -> None:
+    def __init__(
+        self, key: tuple, size: int, num_cpus: float, num_gpus: float, group: Any = None,
+        bundles: Iterable[int] = (),
+    ) -> None:  # fmt: skip
+        """``size`` actors at most; with a placement ``group`` (:mod:`.placement`), one in each
+        of its ``bundles``."""
         self.key, self.size = key, size
         self.options = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+        self.group, self.bundles = group, list(bundles)
+        self.bundle_of: dict[Any, int | None] = {}  # actor -> its bundle in the group
         self.load: dict[Any, int] = {}  # actor -> messages in flight on it
         self.busy: dict[Any, tuple[Any, str]] = {}  # reply future -> (actor, message id)
         self.sent: dict[str, Any] = {}  # message id -> message, while its reply is awaited
         self.run_args: tuple | None = None
         self.session_started = time.perf_counter()  # when the current run asked for it
 
-    def _add_actor(self) -> None:
+    def _add_actor(self, bundle: int | None) -> None:
         import ray
 
-        actor = ray.remote(ClientWorker).options(**self.options).remote()
+        options: dict[str, Any] = dict(self.options)
+        if bundle is not None:
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                self.group, placement_group_bundle_index=bundle
+            )
+        actor = ray.remote(ClientWorker).options(**options).remote()
         if self.run_args is not None:
             actor.prepare.remote(*self.run_args)
-        self.load[actor] = 0
+        self.load[actor], self.bundle_of[actor] = 0, bundle
+
+    def _free_bundle(self) -> int | None:
+        if self.group is None:
+            return None
+        used = set(self.bundle_of.values())
+        return next(b for b in self.bundles if b not in used)
 
     def prepare(self, run_key: str, app: Any, plain: dict, data: Any, num_clients: int) -> None:
         """Start (or reuse) the actors and have each build the run's state in the background:
@@ -134,7 +154,7 @@ class FederatedEngine:
         for actor in self.load:
             actor.prepare.remote(*self.run_args)
         while len(self.load) < max(1, min(self.size, num_clients)):
-            self._add_actor()
+            self._add_actor(self._free_bundle())
 
     def finish_run(self) -> None:
         """Forget the run (its dataset leaves the object store once no worker holds it) and
@@ -212,8 +232,9 @@ class FederatedEngine:
             return reply
 
     def _replace(self, actor) -> None:
+        bundle = self.bundle_of.pop(actor, None)
         if self.load.pop(actor, None) is not None:
-            self._add_actor()
+            self._add_actor(bundle)  # waits for the dead one's bundle to be released
 
     def kill_busy(self) -> int:
         """Kill the actors still running a message (hung, too slow, or cut short by Ctrl-C);
@@ -235,6 +256,7 @@ class FederatedEngine:
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
         self.load, self.busy, self.sent, self.run_args = {}, {}, {}, None
+        self.bundle_of = {}
 
 
 class RayGrid:

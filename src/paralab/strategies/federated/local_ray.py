@@ -22,8 +22,12 @@ from typing import Any
 
 from paralab.errors import ConfigError
 from paralab.platform.quiet import QUIET_ENV
+from paralab.strategies.federated.placement import ENV, placement_name
 
 CONNECT_TIMEOUT_S = 3.0  # a cluster address that accepts no TCP connection in this long is wrong
+#: the Ray namespace of every paralab driver on a cluster: a parallel suite's named placement
+#: groups are found by the runs it starts (see :mod:`.placement`)
+NAMESPACE = "paralab"
 REAPER = Path(__file__).with_name("reaper.py")
 
 log = logging.getLogger(__name__)
@@ -47,10 +51,16 @@ def _host_port(address: str) -> tuple[str, int] | None:
 
 
 def check_reachable(cfg) -> None:
-    """Fail at once, before the run folder exists, when the cluster address is wrong."""
+    """Fail at once, before the run folder exists, when the cluster address is wrong (or a
+    placement group is named for a run without one)."""
     address = ray_address(cfg)
     if address:
         check_address(address, _address_source(cfg))
+    elif placement_name():
+        raise ConfigError(
+            f"${ENV} names a Ray placement group, which only a run on a Ray cluster can use "
+            "(paradigm.ray_address or $RAY_ADDRESS). Unset it, or give the cluster's address"
+        )
 
 
 def check_address(address: str, key: str) -> None:
@@ -167,7 +177,7 @@ def connect(address: str | None, key: str, local: LocalRay | None, num_cpus: int
     if local is None:
         env = {k: v for k, v in QUIET_ENV.items() if k != "WANDB_SILENT"}
         try:
-            ray.init(address=address, runtime_env={"env_vars": env}, **common)
+            ray.init(address=address, namespace=NAMESPACE, runtime_env={"env_vars": env}, **common)
         except Exception as error:
             raise ConfigError(
                 f"{key}={address!r}: cannot connect to a Ray cluster there "

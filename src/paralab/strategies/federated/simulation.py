@@ -40,6 +40,7 @@ from paralab.strategies.federated.local_ray import (
     start_ray,
     stop_ray,
 )
+from paralab.strategies.federated.placement import client_slots, placement_name
 from paralab.strategies.federated.server import FederatedRunError
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,10 @@ _keep_warm = 0  # how many warm_engine() blocks are open
 
 
 def engine_key(cfg) -> tuple:
-    """What a warm engine must match to serve a run: the Ray it is on, the clients' size."""
+    """What a warm engine must match to serve a run: the Ray it is on, the clients' size and
+    the placement group they are reserved in."""
     res = cfg.client_resources
-    return (ray_address(cfg), cfg.ray_num_cpus, res.num_cpus, res.num_gpus)
+    return (ray_address(cfg), cfg.ray_num_cpus, res.num_cpus, res.num_gpus, placement_name())
 
 
 @contextlib.contextmanager
@@ -97,14 +99,19 @@ def _close_held() -> None:
 def _start(cfg) -> _Held:
     """Ray (local or the configured cluster) and an engine sized to what fits on it."""
     local = None if ray_address(cfg) else LocalRay()
+    group, bundles, name = None, [], placement_name()
     try:
         start_ray(cfg, local)
-        fits = check_fits(cfg)
+        if name:  # a parallel suite on a cluster reserved the clients' bundles
+            group, bundles = client_slots(name, cfg)
+            log.info("clients in Ray placement group %s: %d bundles", name, len(bundles))
+        fits = len(bundles) if name else check_fits(cfg)
     except BaseException:
         stop_ray(local)
         raise
     res = cfg.client_resources
-    return _Held(FederatedEngine(engine_key(cfg), fits, res.num_cpus, res.num_gpus), local)
+    engine = FederatedEngine(engine_key(cfg), fits, res.num_cpus, res.num_gpus, group, bundles)
+    return _Held(engine, local)
 
 
 def _acquire(cfg) -> tuple[_Held, bool]:

@@ -224,16 +224,21 @@ def test_the_flower_and_ray_internals_the_run_relies_on_are_still_there():
     """paralab.strategies.federated.flower_compat reaches into these (its docstring lists them);
     an upgrade that moves one fails here instead of silently bringing back a hang or a second
     Ray."""
+    import ray
     from flwr.app import ConfigRecord, Message, RecordDict
     from ray._private import auto_init_hook
 
     from paralab.strategies.federated.flower_compat import (
         join_message,
+        local_ray_system_config,
         server_identity,
         stamp_message_id,
     )
 
     assert isinstance(auto_init_hook.enable_auto_connect, bool), "Ray's auto-init switch moved"
+    known = (Path(ray.__file__).parent / "includes" / "ray_config.pxd").read_text()
+    for key in local_ray_system_config():  # an unknown key makes ray.init time out
+        assert f" {key}()" in known, f"Ray no longer knows _system_config key {key}: drop it"
     with server_identity(7):  # Flower's TaskIdentity: a strategy's Message reads the sender
         message = Message(RecordDict(), dst_node_id=3, message_type="train")
     assert message.metadata.run_id == 7 and message.metadata.src_node_id == 1

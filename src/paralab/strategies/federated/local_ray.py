@@ -22,6 +22,7 @@ from typing import Any
 
 from paralab.errors import ConfigError
 from paralab.platform.quiet import QUIET_ENV
+from paralab.strategies.federated.flower_compat import local_ray_system_config
 from paralab.strategies.federated.placement import ENV, placement_name
 
 CONNECT_TIMEOUT_S = 3.0  # a cluster address that accepts no TCP connection in this long is wrong
@@ -185,7 +186,12 @@ def connect(address: str | None, key: str, local: LocalRay | None, num_cpus: int
                 "Start one with `ray start --head` and pass its address, or unset it"
             ) from None
         return
-    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **common)
+    ray.init(
+        num_cpus=num_cpus or os.cpu_count(),
+        include_dashboard=False,
+        _system_config=local_ray_system_config(),
+        **common,
+    )
     local.started()
 
 

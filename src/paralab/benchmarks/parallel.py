@@ -29,12 +29,12 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from paralab.benchmarks.groups import placed, release, run_bundle
 from paralab.benchmarks.live import LiveTable, RunState
 from paralab.errors import ConfigError
 
@@ -96,7 +96,8 @@ def run_jobs(
             for job in _ready(pending, results, parallel - len(running)):
                 del pending[job.name]
                 argv = [folder_of_item(a, folder_of) for a in job.argv]
-                options, job_env, group = _placed(folder, job, env)
+                label = f"{folder.name}/{job.name}"
+                options, job_env, group = placed(label, job.resources, job.clients, env)
                 ref = remote.options(**options).remote(
                     job.name, argv, job_env, str(folder / LOGS / f"{job.name}.log"), board
                 )
@@ -112,7 +113,7 @@ def run_jobs(
             for ref in done or ():
                 job = running.pop(ref)
                 results[job.name] = _outcome(job, ref, folder_of, summary_of)
-                _release(groups.pop(ref, None))
+                release(groups.pop(ref, None))
                 table.set(job.name, _state(results[job.name], metric))
             table.progress(ray.get(board.lines.remote()))
     except KeyboardInterrupt:
@@ -121,40 +122,9 @@ def run_jobs(
         raise
     finally:
         for group in groups.values():
-            _release(group)
+            release(group)
     table.close()
     return results
-
-
-def _placed(folder: Path, job: Job, env: dict[str, str]) -> tuple[dict, dict[str, str], Any]:
-    """The Ray options, environment and placement group (or None) of ``job``'s task: a job with
-    clients runs in bundle 0 of a group that also holds its clients' bundles, named to the run
-    by ``$PARALAB_PLACEMENT_GROUP``; Ray starts the task once the whole group is granted."""
-    from paralab.strategies.federated.placement import ENV, RUN_BUNDLE, reserve
-
-    job_env = {k: v for k, v in env.items() if k != ENV}
-    if not job.clients:
-        return dict(job.resources), job_env, None
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-    name = f"{folder.name}/{job.name}/{uuid.uuid4().hex[:8]}"
-    group = reserve(name, run_bundle(job.resources), job.clients)
-    strategy = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=RUN_BUNDLE)
-    return {**job.resources, "scheduling_strategy": strategy}, {**job_env, ENV: name}, group
-
-
-def _release(group: Any) -> None:
-    if group is not None:
-        from ray.util.placement_group import remove_placement_group
-
-        with contextlib.suppress(Exception):
-            remove_placement_group(group)
-
-
-def run_bundle(resources: dict[str, float]) -> dict[str, float]:
-    """A run's request (``num_cpus``, ``num_gpus``, ``memory``) as a Ray bundle."""
-    keys = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}
-    return {keys[k]: v for k, v in resources.items() if v}
 
 
 def folder_of_item(item: str, folder_of: Callable[[str], Path | None]) -> str:

@@ -86,18 +86,22 @@ def test_parallel_runs_give_the_sequential_metrics(suites):
     assert not psutil.Process().children(recursive=True)  # the suite's Ray is gone
 
 
-def kill_when_running(run: str, after_s: float) -> threading.Thread:
-    """SIGKILL the process of ``run`` (``paralab run ... name=<run>``) once it has run a while:
-    what the OOM killer or a crash does to a run."""
+def kill_when_running(run: str, root: Path) -> threading.Thread:
+    """SIGKILL the process of ``run`` (``paralab run ... name=<run>``) once it has saved a
+    checkpoint under ``root`` (its run folder's ``checkpoints/last.ckpt``): what the OOM
+    killer or a crash does to a run that has something to resume from. A fixed delay instead
+    killed a slow machine's run before its folder existed."""
 
     def watch() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             for proc in psutil.process_iter(["cmdline"]):
                 if f"name={run}" in (proc.info["cmdline"] or []):
-                    time.sleep(after_s)
-                    proc.send_signal(signal.SIGKILL)
-                    return
+                    while time.monotonic() < deadline:
+                        if any(root.glob(f"bench/*/{run}-*/checkpoints/last.ckpt")):
+                            proc.send_signal(signal.SIGKILL)
+                            return
+                        time.sleep(0.1)
             time.sleep(0.2)
 
     thread = threading.Thread(target=watch, daemon=True)
@@ -106,7 +110,7 @@ def kill_when_running(run: str, after_s: float) -> threading.Thread:
 
 
 def test_a_killed_run_is_a_failed_row_the_others_complete_and_resume_finishes(suites):
-    killer = kill_when_running("slow", after_s=6.0)
+    killer = kill_when_running("slow", suites)
     with pytest.raises(SuiteIncompleteError, match=r"2 of 3 runs did not complete \(slow, after\)"):
         paralab.bench("chain", output_dir=str(suites), parallel=2)
     killer.join()

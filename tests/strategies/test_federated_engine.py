@@ -65,9 +65,11 @@ def engine():
         stop_ray(local)
 
 
-def exchange(engine, action: str, target: int, timeout: float = 60.0) -> dict[int, object]:
-    """A round of 4 messages, one per client; the replies by client (an error reply by the
-    client its message went to)."""
+def exchange(
+    engine, action: str, target: int, timeout: float = 60.0, count: int = 4
+) -> dict[int, object]:
+    """A round of ``count`` messages, one per client; the replies by client (an error reply by
+    the client its message went to)."""
     from flwr.app import ConfigRecord, Message, RecordDict
 
     with server_identity(1):
@@ -75,12 +77,22 @@ def exchange(engine, action: str, target: int, timeout: float = 60.0) -> dict[in
         messages = [
             Message(RecordDict({"config": config}), dst_node_id=FIRST_NODE_ID + cid,
                     message_type="train")
-            for cid in range(4)
+            for cid in range(count)
         ]  # fmt: skip
-        grid = engine.grid(4)
+        grid = engine.grid(count)
         replies = grid.send_and_receive(messages, timeout=timeout, abort=threading.Event())
     node = {m.metadata.message_id: m.metadata.dst_node_id - FIRST_NODE_ID for m in messages}
     return {node[r.metadata.reply_to_message_id]: r for r in replies}
+
+
+def settle(engine, within: float = 20.0) -> None:
+    """Rounds of quick clients until no actor is held by a client of an earlier test (a late
+    sleeper, a replacement still starting)."""
+    deadline = time.monotonic() + within
+    exchange(engine, "none", -1)
+    while engine.busy and time.monotonic() < deadline:
+        exchange(engine, "none", -1)
+    assert not engine.busy, "an actor is still busy with an earlier test's client"
 
 
 class TestEngine:
@@ -111,6 +123,28 @@ class TestEngine:
         following = exchange(engine, "none", -1)  # the sleeper's reply arrives during this one
         assert sorted(following) == [0, 1, 2, 3]
         assert all(not r.has_error() for r in following.values())
+
+    def test_a_straggler_holds_back_none_of_the_clients_batched_behind_it(self, engine):
+        """Each actor gets half of the 8 messages in one call; the one whose first client
+        sleeps gives the others it has not started to the actor that finished (in the engine
+        that sent one message at a time, the message held behind the sleeper missed the round)."""
+        settle(engine)
+        started = time.monotonic()
+        replies = exchange(engine, "sleep", target=0, timeout=1.5, count=8)
+        assert time.monotonic() - started < 3.0
+        assert sorted(replies) == list(range(1, 8))
+        assert all(not r.has_error() for r in replies.values())
+        following = exchange(engine, "none", -1, count=8)
+        assert sorted(following) == list(range(8))
+
+    def test_a_dead_worker_fails_only_the_client_it_was_running(self, engine):
+        """The worker dies on the first client of its batch: the three behind it never started,
+        so they are sent again (to the other actor or the replacement) and reply."""
+        replies = exchange(engine, "exit", target=0, count=8)
+        assert sorted(replies) == list(range(8))
+        assert replies[0].has_error() and "worker died" in replies[0].error.reason
+        assert all(not replies[c].has_error() for c in range(1, 8))
+        assert len(engine.load) == 2
 
 
 def test_a_warm_engine_serves_the_next_run_with_the_same_results(tmp_path):

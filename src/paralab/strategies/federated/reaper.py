@@ -48,15 +48,33 @@ class Watch:
             self._collect()
 
     def _collect(self) -> None:
-        roots: list[psutil.Process] = []
+        """One scan of the driver's descendants and their parents (a tree walk from each tracked
+        process scanned every process once per tracked one: 4 % of a core, a third of the
+        orchestration CPU of a 60-image federated round); a tracked process that is no longer
+        under the driver (its parent died) is scanned on its own."""
+        try:
+            under = {proc.pid: proc for proc in self.driver.children(recursive=True)}
+        except psutil.Error:  # the driver is gone: only the orphans' scans below
+            under = {}
+        parent: dict[int, int] = {}
+        for pid, proc in under.items():
+            with contextlib.suppress(psutil.Error):
+                parent[pid] = proc.ppid()
         if self.adopting:
-            with contextlib.suppress(psutil.Error):
-                roots = [c for c in self.driver.children() if c.pid not in self.known]
-        for proc in [*roots, *self.procs.values()]:
-            self.procs.setdefault(proc.pid, proc)
-            with contextlib.suppress(psutil.Error):
-                for child in proc.children(recursive=True):
-                    self.procs.setdefault(child.pid, child)
+            for pid, ppid in parent.items():
+                if ppid == self.driver.pid and pid not in self.known:
+                    self.procs.setdefault(pid, under[pid])
+        grown = True
+        while grown:  # down the tree, whatever order the scan listed it in
+            grown = False
+            for pid, ppid in parent.items():
+                if ppid in self.procs and pid not in self.procs:
+                    self.procs[pid], grown = under[pid], True
+        for pid, proc in list(self.procs.items()):
+            if pid not in under:
+                with contextlib.suppress(psutil.Error):
+                    for child in proc.children(recursive=True):
+                        self.procs.setdefault(child.pid, child)
 
     def read(self, stream) -> None:
         """Follow the driver's lines until the pipe closes."""

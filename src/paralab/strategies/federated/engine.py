@@ -50,22 +50,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from paralab.strategies.federated.flower_compat import stamp_message_id
+from paralab.strategies.federated.grid import FIRST_NODE_ID, RayGrid
 from paralab.strategies.federated.worker import CONCURRENCY_GROUPS, CONTROL, ClientWorker
-
-FIRST_NODE_ID = 2  # node 1 is Flower's SuperLink (the server side of every message)
-
-
-class NodeIndex:
-    """Node id -> partition id, without a dict of every client (100,000 clients: no cost)."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-
-    def __getitem__(self, node_id: int) -> int:
-        index = node_id - FIRST_NODE_ID
-        if not 0 <= index < self.count:
-            raise KeyError(node_id)
-        return index
 
 
 class FederatedEngine:
@@ -146,6 +132,8 @@ class FederatedEngine:
                 self._dispatch(queue)
             else:
                 self._steal(queue)
+            if not self.busy:  # nothing in flight, nothing left to send: no reply can come
+                break
             left = None if end is None else end - time.monotonic()
             if (left is not None and left <= 0) or (abort is not None and abort.is_set()):
                 break
@@ -274,29 +262,3 @@ class FederatedEngine:
                 ray.kill(actor, no_restart=True)
         self.load, self.busy, self.sent, self.run_args = {}, {}, {}, None
         self.bundle_of = {}
-
-
-class RayGrid:
-    """The calls Flower's ``Grid`` offers its strategies, for one run on a
-    :class:`FederatedEngine`: node ids in partition order (Flower samples with ``random.sample``
-    over them; seeded per round, sampling repeats), and a blocking ``send_and_receive`` that
-    also stops on ``abort`` (the server loop and Flower's strategies call no other; the two-step
-    ``push_messages``/``pull_messages`` is not offered)."""
-
-    def __init__(self, engine: FederatedEngine, num_clients: int) -> None:
-        self.engine = engine
-        self.index = NodeIndex(num_clients)
-        self.node_ids = range(FIRST_NODE_ID, FIRST_NODE_ID + num_clients)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return list(self.node_ids)
-
-    def send_and_receive(
-        self, messages: Iterable, *, timeout: float | None = None, abort=None
-    ) -> list:
-        """Push ``messages``, return the replies (in arrival order) that came before ``timeout``
-        seconds passed or ``abort`` was set; a client that did not reply has no entry."""
-        pushed = list(messages)
-        for msg in pushed:
-            stamp_message_id(msg)
-        return self.engine.exchange(pushed, timeout, abort)

@@ -6,7 +6,7 @@ the platform needs between them: the round's metrics (clients succeeded/failed, 
 wall time, the task's centralized test metrics) to the tracker, a checkpoint of the global model
 and the strategy's state after every round, resuming at a given round, seeded client sampling, a
 deadline, and stopping when no client succeeds. It talks to the clients through the engine's
-grid (:class:`.engine.RayGrid`), in the run's own thread.
+grid (:class:`.grid.RayGrid`), in the run's own thread.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from paralab.platform.progress import say
 from paralab.strategies.federated.client import client_seed
 
 if TYPE_CHECKING:
-    from paralab.strategies.federated.engine import RayGrid
+    from paralab.strategies.federated.grid import RayGrid
 
 
 class FederatedRunError(RunFailedError):
